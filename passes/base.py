@@ -1,0 +1,62 @@
+"""Pass and rewrite-pattern bases (xDSL style): a pass applies small named patterns to matching ops."""
+from __future__ import annotations
+
+import hashlib
+from typing import ClassVar, Sequence
+
+from mlir import ir
+from mlir.dialects import func
+
+
+class RewritePattern:
+    """Rewrites one kind of op; `op_name` selects it, `rewrite` replaces it."""
+
+    op_name: ClassVar[str]
+
+    def rewrite(self, op: ir.Operation, module: ir.Module) -> None:
+        raise NotImplementedError
+
+
+class ModulePass:
+    """A pass over a builtin.module, named like an mlir-opt pass for `lowbit-opt`."""
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+    patterns: ClassVar[Sequence[type]] = ()
+
+    def run(self, module: ir.Module) -> None:
+        patterns = {p.op_name: p() for p in self.patterns}
+        matches: list[ir.Operation] = []
+
+        def collect(op):
+            if op.name in patterns:
+                matches.append(op)
+            return ir.WalkResult.ADVANCE
+
+        module.operation.walk(collect)
+        for op in matches:
+            patterns[op.name].rewrite(op, module)
+
+
+def symbol_suffix(text: str) -> str:
+    """A short stable hash for naming generated functions after their contents."""
+    return hashlib.sha1(text.encode()).hexdigest()[:10]
+
+
+def replace_with_call(op: ir.Operation, module: ir.Module, impl: str, impl_name: str) -> None:
+    """Adds `impl` (the text of one func.func named `impl_name`) to `module` unless present,
+    and replaces `op` by a call of it on the same operands."""
+    with op.context, op.location:
+        existing = {o.attributes["sym_name"].value for o in module.body.operations if "sym_name" in o.attributes}
+        if impl_name not in existing:
+            parsed = ir.Module.parse(impl)
+            for f in list(parsed.body.operations):
+                f.detach_from_parent()
+                module.body.append(f)
+        with ir.InsertionPoint(op):
+            func.CallOp([], ir.FlatSymbolRefAttr.get(impl_name), list(op.operands))
+        op.erase()
+
+
+def type_str(value) -> str:
+    return str(value.type)

@@ -1,0 +1,122 @@
+"""`Matmul`: the low-bit matmul operator of SPEC.md (weight transform, checks, dispatch)."""
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+
+from lowbit import formats
+from lowbit.checks import TORCH_DTYPES, check_tensor
+from lowbit.config import MatmulConfig
+from lowbit.frontend import matmul_shapes
+from lowbit.kernels import kernel_for
+
+
+class Matmul:
+    """`Matmul(config)`; `op(A, W, scale=None, zeros=None, bias=None, output=None)` -> output."""
+
+    def __init__(self, config: MatmulConfig):
+        if not isinstance(config, MatmulConfig):
+            raise TypeError(f"config must be a MatmulConfig, got {type(config).__name__}")
+        self.config = config
+        self._shapes = matmul_shapes(config)
+
+    def __getattr__(self, name):  # every config field and property, as SPEC.md lists them
+        if name != "config" and hasattr(MatmulConfig, name) or name in MatmulConfig.__dataclass_fields__:
+            return getattr(self.config, name)
+        raise AttributeError(name)
+
+    # -- weights --
+    def transform_weight(self, weight, scale=None, zeros=None, bias=None):
+        """Logical tensors -> what `forward` expects. Returns the packed weight alone, or a list
+        `[weight, scale?, zeros?, bias?]` when any of the others is given."""
+        cfg = self.config
+        w = self._transform_w(weight)
+        extras = []
+        if scale is not None:
+            extras.append(self._float16("scale", scale, self._shapes.get("scale")))
+        if zeros is not None:
+            extras.append(self._transform_zeros(zeros))
+        if bias is not None:
+            extras.append(self._cast("bias", bias, self._shapes.get("bias")))
+        if scale is None and zeros is None and bias is None:
+            return w
+        if zeros is not None and not cfg.with_zeros or scale is not None and not cfg.with_scaling:
+            raise ValueError("scale/zeros were given but the config has with_scaling/with_zeros off")
+        if bias is not None and not cfg.with_bias:
+            raise ValueError("bias was given but the config has with_bias=False")
+        return [w] + extras
+
+    def _transform_w(self, weight) -> torch.Tensor:
+        cfg = self.config
+        logical = (cfg.N, cfg.K) if cfg.layout == "nt" else (cfg.K, cfg.N)
+        if not isinstance(weight, torch.Tensor):
+            raise TypeError(f"weight must be a torch.Tensor, got {type(weight).__name__}")
+        if tuple(weight.shape) != logical:
+            raise ValueError(f"weight must have the logical shape {list(logical)} for layout={cfg.layout!r}, got {list(weight.shape)}")
+        if cfg.W_dtype == "float16":
+            if not weight.is_floating_point():
+                raise TypeError(f"weight for W_dtype='float16' must be a float tensor, got {weight.dtype}")
+            return weight.to(torch.float16).contiguous()
+        codes = formats.to_codes(weight.cpu(), cfg.W_dtype)  # validates the range
+        fmt = formats.format_of(cfg.W_dtype)
+        packed = codes.view(torch.int8) if fmt.bits == 8 else formats.pack(codes, fmt.bits, dim=-1)
+        return packed.contiguous().to(weight.device)
+
+    def _float16(self, name, t, shape) -> torch.Tensor:
+        if not isinstance(t, torch.Tensor) or not t.is_floating_point():
+            raise TypeError(f"{name} must be a float torch.Tensor")
+        if list(t.shape) != list(shape[0]):
+            raise ValueError(f"{name} must have shape {list(shape[0])}, got {list(t.shape)}")
+        return t.to(torch.float16).contiguous()
+
+    def _cast(self, name, t, shape) -> torch.Tensor:
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor")
+        if list(t.shape) != list(shape[0]):
+            raise ValueError(f"{name} must have shape {list(shape[0])}, got {list(t.shape)}")
+        return t.to(TORCH_DTYPES[shape[1]]).contiguous()
+
+    def _transform_zeros(self, zeros) -> torch.Tensor:
+        cfg = self.config
+        if cfg.zeros_mode != "quantized":
+            return self._float16("zeros", zeros, self._shapes["zeros"])
+        groups = cfg.K // cfg.group
+        if isinstance(zeros, torch.Tensor) and list(zeros.shape) == [cfg.N, groups] and not zeros.is_floating_point():
+            return formats.pack_zeros_quantized(zeros.cpu(), cfg.bits).to(zeros.device)
+        check_tensor("zeros", zeros, "int8", self._shapes["zeros"][0])  # already packed
+        return zeros
+
+    # -- running --
+    def forward(self, A, W, scale=None, zeros=None, bias=None, output=None) -> torch.Tensor:
+        cfg = self.config
+        check_tensor("A", A, cfg.A_dtype)
+        if A.dim() < 1 or A.shape[-1] != cfg.K:
+            raise ValueError(f"A must have shape [..., K={cfg.K}], got {list(A.shape)}")
+        device = A.device
+        m = math.prod(A.shape[:-1])
+        given = {"w": W, "scale": scale, "zeros": zeros, "bias": bias}
+        names = {"w": "W", "scale": "scale", "zeros": "zeros", "bias": "bias"}
+        for key, t in given.items():
+            if key in self._shapes:
+                if t is None:
+                    raise ValueError(f"{names[key]} is required by this config")
+                shape, dtype = self._shapes[key]
+                check_tensor(names[key], t, dtype, shape, device)
+            elif t is not None:
+                raise ValueError(f"{names[key]} was given but this config takes none (see with_scaling/with_zeros/with_bias)")
+        out_shape = (*A.shape[:-1], cfg.N)
+        if output is None:
+            output = torch.empty(out_shape, dtype=TORCH_DTYPES[cfg.out_dtype], device=device)
+        else:
+            check_tensor("output", output, cfg.out_dtype, out_shape, device)
+        if m == 0:
+            return output
+        bucket = cfg.bucket_for(m)
+        kernel = kernel_for("matmul", cfg, device, bucket)
+        args = [A.view(m, cfg.K)] + [t for k, t in given.items() if k in self._shapes] + [output.view(m, cfg.N)]
+        kernel(args)
+        return output
+
+    __call__ = forward

@@ -1,0 +1,1 @@
+"""lowbit.runtime: runs compiled kernels (CPU through MLIR's ExecutionEngine, GPU through the CUDA driver)."""
