@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from lowbit.dialects.lowbit import MATMUL_OP, matmul_operands, read_config_attrs
 from lowbit.formats import format_of
+from lowbit.layout import layout_of
 
 from .base import ModulePass, RewritePattern, replace_with_call, symbol_suffix
 from .emitters.decode import decode, dequantize, extract_code
@@ -86,13 +87,23 @@ def emit_matmul_loops(cfg: dict, types: dict) -> str:
     return e.text()
 
 
+def _stored_position(e: Emitter, layout, k: str) -> str:
+    """Where logical element k sits in a stored [N, Kpad] row (see lowbit.layout)."""
+    SB = layout.superblock
+    table = e.const(f"dense<[{', '.join(map(str, layout.inverse))}]>", f"vector<{SB}xindex>")
+    sb = e.const(SB, "index")
+    base = e.op(f"arith.muli {e.op(f'arith.divui {k}, {sb} : index')}, {sb} : index")
+    offset = e.op(f"vector.extract {table}[{e.op(f'arith.remui {k}, {sb} : index')}] : index from vector<{SB}xindex>")
+    return e.op(f"arith.addi {base}, {offset} : index", "pos")
+
+
 def _emit_weight(e: Emitter, cfg, fmt, types, n: str, k: str, G: int, w_ty: str) -> str:
     """Decoded, scaled and zeroed W[n, k] as `w_ty`."""
+    pos = _stored_position(e, layout_of(fmt.bits, cfg["A_dtype"]), k)
     if fmt.packed:
-        w = decode(e, _packed_code(e, "%w", types["w"], n, k, fmt.bits), cfg["W_dtype"], w_ty)
+        w = decode(e, _packed_code(e, "%w", types["w"], n, pos, fmt.bits), cfg["W_dtype"], w_ty)
     else:
-        idx = f"{n}, {k}" if cfg["layout"] == "nt" else f"{k}, {n}"
-        raw = _load(e, "%w", types["w"], idx, "w")
+        raw = _load(e, "%w", types["w"], f"{n}, {pos}", "w")
         w = raw if mlir_type(cfg["W_dtype"]) == w_ty else _convert(e, raw, mlir_type(cfg["W_dtype"]), w_ty)
     if not cfg["with_scaling"]:
         return w

@@ -9,6 +9,7 @@ from mlir.dialects import func
 from lowbit import dialects
 from lowbit.config import FlashAttenConfig, MatmulConfig
 from lowbit.formats import format_of
+from lowbit.layout import layout_of
 
 DYNAMIC = None  # a dynamic dimension in the shapes below
 
@@ -35,10 +36,8 @@ def matmul_shapes(cfg: MatmulConfig) -> dict:
     rows = cfg.M if cfg.static_M else DYNAMIC
     fmt = format_of(cfg.W_dtype)
     groups = cfg.K // cfg.group
-    if fmt.packed:
-        w = ((cfg.N, cfg.K * fmt.bits // 8), "int8")
-    else:
-        w = ((cfg.N, cfg.K) if cfg.layout == "nt" else (cfg.K, cfg.N), cfg.W_dtype)
+    kpad = layout_of(fmt.bits, cfg.A_dtype).padded(cfg.K)  # both layouts are stored [N, Kpad]
+    w = ((cfg.N, kpad * fmt.bits // 8), "int8") if fmt.packed else ((cfg.N, kpad), cfg.W_dtype)
     shapes = {"a": ((rows, cfg.K), cfg.A_dtype), "w": w}
     if cfg.with_scaling:
         shapes["scale"] = ((cfg.N, groups), "float16")

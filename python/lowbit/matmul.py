@@ -10,6 +10,7 @@ from lowbit import formats
 from lowbit.checks import TORCH_DTYPES, check_tensor
 from lowbit.config import MatmulConfig
 from lowbit.frontend import matmul_shapes
+from lowbit.layout import layout_of, to_kernel_order
 from lowbit.kernels import kernel_for
 
 
@@ -55,12 +56,15 @@ class Matmul:
             raise TypeError(f"weight must be a torch.Tensor, got {type(weight).__name__}")
         if tuple(weight.shape) != logical:
             raise ValueError(f"weight must have the logical shape {list(logical)} for layout={cfg.layout!r}, got {list(weight.shape)}")
+        if cfg.layout == "nn":
+            weight = weight.t()
+        fmt = formats.format_of(cfg.W_dtype)
+        layout = layout_of(fmt.bits, cfg.A_dtype)
         if cfg.W_dtype == "float16":
             if not weight.is_floating_point():
                 raise TypeError(f"weight for W_dtype='float16' must be a float tensor, got {weight.dtype}")
-            return weight.to(torch.float16).contiguous()
-        codes = formats.to_codes(weight.cpu(), cfg.W_dtype)  # validates the range
-        fmt = formats.format_of(cfg.W_dtype)
+            return to_kernel_order(weight.to(torch.float16), layout).contiguous()
+        codes = to_kernel_order(formats.to_codes(weight.cpu(), cfg.W_dtype), layout)  # to_codes checks the range
         packed = codes.view(torch.int8) if fmt.bits == 8 else formats.pack(codes, fmt.bits, dim=-1)
         return packed.contiguous().to(weight.device)
 
