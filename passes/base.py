@@ -43,20 +43,26 @@ def symbol_suffix(text: str) -> str:
     return hashlib.sha1(text.encode()).hexdigest()[:10]
 
 
-def replace_with_call(op: ir.Operation, module: ir.Module, impl: str, impl_name: str) -> None:
-    """Adds `impl` (the text of one func.func named `impl_name`) to `module` unless present,
-    and replaces `op` by a call of it on the same operands."""
+def replace_with_call(op: ir.Operation, module: ir.Module, impl: str, impl_name: str, merge_symbols=()) -> None:
+    """Adds the top-level ops of `impl` (MLIR text holding a func.func named `impl_name`) to `module`,
+    skipping symbols it already has (ops of the symbols in `merge_symbols`, such as a gpu.module, are
+    merged into the existing one), and replaces `op` by a call of `impl_name` on the same operands."""
     with op.context, op.location:
-        existing = {o.attributes["sym_name"].value for o in module.body.operations if "sym_name" in o.attributes}
+        existing = {o.attributes["sym_name"].value: o for o in module.body.operations if "sym_name" in o.attributes}
         if impl_name not in existing:
-            parsed = ir.Module.parse(impl)
-            for f in list(parsed.body.operations):
-                f.detach_from_parent()
-                module.body.append(f)
+            parsed = ir.Module.parse(impl)  # must outlive the loop: it owns the ops until they move
+            for new in list(parsed.body.operations):
+                name = new.attributes["sym_name"].value
+                if name not in existing:
+                    new.detach_from_parent()
+                    module.body.append(new)
+                elif name in merge_symbols:
+                    have = {o.attributes["sym_name"].value for o in existing[name].regions[0].blocks[0].operations
+                            if "sym_name" in o.attributes}
+                    for inner in list(new.regions[0].blocks[0].operations):
+                        if inner.attributes["sym_name"].value not in have:
+                            inner.detach_from_parent()
+                            existing[name].regions[0].blocks[0].append(inner)
         with ir.InsertionPoint(op):
             func.CallOp([], ir.FlatSymbolRefAttr.get(impl_name), list(op.operands))
         op.erase()
-
-
-def type_str(value) -> str:
-    return str(value.type)

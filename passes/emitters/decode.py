@@ -61,3 +61,88 @@ def dequantize(e: Emitter, w: str, ty: str, zeros_mode: str, scale: str = None, 
     if zeros_mode == "rescale":
         return e.op(f"arith.subf {e.op(f'arith.mulf {w}, {scale} : {ty}')}, {zero} : {ty}", "deq")
     return e.op(f"arith.mulf {e.op(f'arith.subf {w}, {zero} : {ty}')}, {scale} : {ty}", "deq")
+
+
+# -- register-level decoding for the GPU: one 32-bit word of packed codes -> mma B registers --------
+# The register order is the one lowbit.layout assumes: element e of a word goes to register
+# e % (EW / PR) at position e // (EW / PR).
+
+def _i32(value: int) -> int:
+    """A 32-bit pattern as the signed literal MLIR expects."""
+    return value - (1 << 32) if value >= 1 << 31 else value
+
+
+def _shift(e: Emitter, word: str, op: str, amount: int) -> str:
+    return word if amount == 0 else e.op(f"arith.{op} {word}, {e.const(amount, 'i32')} : i32")
+
+
+def _f16x2(e: Emitter, bits: str) -> str:
+    return e.op(f"llvm.bitcast {bits} : i32 to vector<2xf16>", "h2")
+
+
+def _sub_bias(e: Emitter, h2: str, bias: float) -> str:
+    return e.op(f"arith.subf {h2}, {e.const(f'dense<{bias}>', 'vector<2xf16>')} : vector<2xf16>", "wdec")
+
+
+def decode_word_f16(e: Emitter, word: str, W_dtype: str, lut: str = None) -> list[str]:
+    """Decodes the codes in an i32 `word` into vector<2xf16> registers (magic numbers / lop3 / prmt for
+    integers, a shared-memory table `lut` of 16 f16 for nf4 and fp4)."""
+    from .gpu import LUT_AND_OR, LUT_AND_XOR, SHARED, gep, load, lop3, prmt
+
+    fmt = format_of(W_dtype)
+    if fmt.bits == 16:
+        return [_f16x2(e, word)]
+    if fmt.bits == 8:  # int8: bias to unsigned, place bytes 0/2 and 1/3 under the 0x64 exponent
+        x = e.op(f"arith.xori {word}, {e.const(_i32(0x80808080), 'i32')} : i32")
+        magic = e.const(0x64646464, "i32")
+        return [_sub_bias(e, _f16x2(e, prmt(e, x, magic, sel)), 1152.0) for sel in (0x4240, 0x4341)]
+    regs, per_word = [], 32 // fmt.bits // 2
+    mask = (1 << fmt.bits) - 1
+    if fmt.kind in TABLES:
+        codes = [e.op(f"arith.andi {_shift(e, word, 'shrui', fmt.bits * i)}, {e.const(mask, 'i32')} : i32")
+                 for i in range(2 * per_word)]
+        values = [load(e, gep(e, lut, e.op(f"arith.shli {c}, {e.const(1, 'i32')} : i32"), SHARED, "i32"), "f16", SHARED)
+                  for c in codes]
+        for i in range(per_word):
+            v = e.op("llvm.mlir.undef : vector<2xf16>")
+            v = e.op(f"llvm.insertelement {values[i]}, {v}[{e.const(0, 'i32')} : i32] : vector<2xf16>")
+            regs.append(e.op(f"llvm.insertelement {values[i + per_word]}, {v}[{e.const(1, 'i32')} : i32] : vector<2xf16>"))
+        return regs
+    pair_mask = e.const(_i32(mask | mask << 16), "i32")
+    for i in range(per_word):
+        if fmt.kind == "int" and fmt.bits == 1:  # +-1 by flipping the sign bit of -1.0 (0xBC00)
+            x = _shift(e, word, "shli", 15 - i)
+            regs.append(_f16x2(e, lop3(e, x, e.const(_i32(0x80008000), "i32"), e.const(_i32(0xBC00BC00), "i32"), LUT_AND_XOR)))
+            continue
+        x = _shift(e, word, "shrui", fmt.bits * i)
+        if fmt.kind == "uint":
+            h = lop3(e, x, pair_mask, e.const(0x64006400, "i32"), LUT_AND_OR)
+            regs.append(_sub_bias(e, _f16x2(e, h), 1024.0))
+        else:  # signed: (code ^ half) - half, with the xor folded into the magic constant
+            half = 1 << (fmt.bits - 1)
+            h = lop3(e, x, pair_mask, e.const(0x64006400 | half | half << 16, "i32"), LUT_AND_XOR)
+            regs.append(_sub_bias(e, _f16x2(e, h), 1024.0 + half))
+    return regs
+
+
+def decode_word_s8(e: Emitter, word: str, W_dtype: str) -> list[str]:
+    """Decodes the codes in an i32 `word` into i32 registers of four int8 lanes (s8 mma operands)."""
+    fmt = format_of(W_dtype)
+    if fmt.bits == 8:
+        return [word]
+    per_word = 32 // fmt.bits // 4
+    mask = (1 << fmt.bits) - 1
+    lanes = e.const(_i32(mask * 0x01010101), "i32")
+    regs = []
+    for i in range(per_word):
+        x = e.op(f"arith.andi {_shift(e, word, 'shrui', fmt.bits * i)}, {lanes} : i32")
+        if fmt.kind == "int" and fmt.bits == 1:  # 0 -> -1 (0xFF), 1 -> +1: ~(x * 0xFE), no carries
+            x = e.op(f"arith.muli {x}, {e.const(0xFE, 'i32')} : i32")
+            x = e.op(f"arith.xori {x}, {e.const(-1, 'i32')} : i32")
+        elif fmt.kind == "int":  # per-lane sign extension: ((x ^ half) + (128 - half)) ^ 0x80, carry-free
+            half = 1 << (fmt.bits - 1)
+            x = e.op(f"arith.xori {x}, {e.const(_i32(half * 0x01010101), 'i32')} : i32")
+            x = e.op(f"arith.addi {x}, {e.const(_i32((128 - half) * 0x01010101), 'i32')} : i32")
+            x = e.op(f"arith.xori {x}, {e.const(_i32(0x80808080), 'i32')} : i32")
+        regs.append(x)
+    return regs

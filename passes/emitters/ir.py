@@ -62,6 +62,12 @@ class Emitter:
         self._const_scopes[-1][key] = name
         return name
 
+    def i32(self, value: int) -> str:
+        return self.const(value, "i32")
+
+    def i64(self, value: int) -> str:
+        return self.const(value, "i64")
+
     @contextlib.contextmanager
     def region(self, header: str, footer: str = "}") -> Iterator[None]:
         """Emits `header {`, the body, then `footer`; constants made inside stay inside."""
@@ -75,10 +81,11 @@ class Emitter:
             self._indent -= 2
             self.line(footer)
 
-    def for_loop(self, lo: str, hi: str, step: str, iter_args: Sequence[tuple[str, str]] = (), hint: str = "i"):
-        """`scf.for` as a context manager yielding a `Loop` (iv, args, results); with iter_args the body
-        must end with `scf.yield`."""
-        return Loop(self, lo, hi, step, list(iter_args), hint)
+    def for_loop(self, lo: str, hi: str, step: str, iter_args: Sequence[tuple[str, str]] = (), hint: str = "i",
+                 ty: str = "index"):
+        """`scf.for` over `ty` as a context manager yielding a `Loop` (iv, args, results); with
+        iter_args the body must end with `scf.yield`."""
+        return Loop(self, lo, hi, step, list(iter_args), hint, ty)
 
     def text(self) -> str:
         return "\n".join(self.lines)
@@ -87,8 +94,9 @@ class Emitter:
 class Loop:
     """An `scf.for`: `iv` the induction variable, `args` the carried values, `results` the loop's results."""
 
-    def __init__(self, e: Emitter, lo, hi, step, iter_args, hint):
+    def __init__(self, e: Emitter, lo, hi, step, iter_args, hint, ty):
         self.iv = e.fresh(hint)
+        bound_ty = "" if ty == "index" else f" : {ty}"
         self.args = [e.fresh("acc") for _ in iter_args]
         if iter_args:
             base = e.fresh("r")
@@ -97,10 +105,10 @@ class Loop:
             inits = ", ".join(f"{c} = {init}" for c, (init, _) in zip(self.args, iter_args))
             types = ", ".join(ty for _, ty in iter_args)
             lhs = f"{base}:{count}" if count > 1 else base
-            header = f"{lhs} = scf.for {self.iv} = {lo} to {hi} step {step} iter_args({inits}) -> ({types}) {{"
+            header = f"{lhs} = scf.for {self.iv} = {lo} to {hi} step {step} iter_args({inits}) -> ({types}){bound_ty} {{"
         else:
             self.results = []
-            header = f"scf.for {self.iv} = {lo} to {hi} step {step} {{"
+            header = f"scf.for {self.iv} = {lo} to {hi} step {step}{bound_ty} {{"
         self._region = e.region(header)
 
     def __enter__(self) -> "Loop":

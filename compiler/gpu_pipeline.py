@@ -1,0 +1,94 @@
+"""The GPU stages, each a plain function from one IR to the next:
+
+lowbit --(lowbit-lower-matmul-to-gpu, nvvm-attach-target)--> gpu --(gpu.module to NVVM/LLVM)--> llvm
+       --(gpu-module-to-binary{format=isa})--> ptx
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mlir import ir
+from mlir.dialects import gpu as gpu_dialect
+
+from lowbit import frontend
+from lowbit.compiler.pipeline import CompileError, run_lowbit_passes, run_upstream
+from lowbit.compiler.schedule import THREADS, MatmulSchedule
+from lowbit.compiler.target import target_of
+from lowbit.dialects import make_context
+from lowbit.passes.lower_matmul_to_gpu import GPU_MODULE
+
+GPU_STAGES = ("lowbit", "gpu", "llvm", "ptx")
+NVVM_PIPELINE = (
+    "builtin.module(gpu.module(convert-scf-to-cf, convert-gpu-to-nvvm, convert-nvvm-to-llvm, "
+    "canonicalize, cse, reconcile-unrealized-casts))"
+)
+
+
+@dataclass(frozen=True)
+class KernelArtifact:
+    """What the runtime needs to launch a kernel: PTX and its launch metadata (JSON-friendly)."""
+
+    ptx: str
+    meta: dict
+
+
+def lowbit_module(op: str, cfg, schedule: MatmulSchedule, ctx: ir.Context) -> ir.Module:
+    if op != "matmul":
+        raise CompileError(f"the GPU lowering of {op!r} is not available yet; only 'matmul' lowers to the GPU")
+    return frontend.matmul_module(cfg, ctx, schedule=schedule.as_dict())
+
+
+def to_gpu(module: ir.Module, target: str) -> ir.Module:
+    t = target_of(target)
+    run_lowbit_passes(module, ["lowbit-lower-matmul-to-gpu"])
+    run_upstream(module, f"builtin.module(nvvm-attach-target{{chip={t.name} features={t.features} O=3 "
+                         f"module={GPU_MODULE}}}, inline, canonicalize, cse)", "gpu")
+    return module
+
+
+def to_llvm(module: ir.Module) -> ir.Module:
+    run_upstream(module, NVVM_PIPELINE, "llvm")
+    return module
+
+
+def to_ptx(module: ir.Module) -> str:
+    run_upstream(module, "builtin.module(gpu-module-to-binary{format=isa})", "ptx")
+    for op in module.body.operations:
+        if op.operation.name == "gpu.binary":
+            return gpu_dialect.ObjectAttr(op.attributes["objects"][0]).object.decode()
+    raise CompileError("gpu-module-to-binary produced no gpu.binary")
+
+
+def _kernel_name(module: ir.Module) -> str:
+    for op in module.body.operations:
+        if op.name == "gpu.module":
+            for inner in op.regions[0].blocks[0].operations:
+                if inner.operation.name == "gpu.func":
+                    return inner.attributes["sym_name"].value
+    raise CompileError("the gpu stage produced no kernel")
+
+
+def emit(op: str, cfg, target: str, stage: str, schedule: MatmulSchedule) -> str:
+    """The IR (or PTX) of `stage` for one kernel, as `lowbit compile --emit` prints it."""
+    if stage not in GPU_STAGES:
+        raise ValueError(f"--emit {stage!r} is not a GPU stage; allowed: {', '.join(GPU_STAGES)}")
+    module = lowbit_module(op, cfg, schedule, make_context())
+    if stage == "lowbit":
+        return str(module)
+    to_gpu(module, target)
+    if stage == "gpu":
+        return str(module)
+    to_llvm(module)
+    return str(module) if stage == "llvm" else to_ptx(module)
+
+
+def compile_matmul(cfg, schedule: MatmulSchedule, target: str) -> KernelArtifact:
+    """Config + schedule + target -> PTX and launch metadata."""
+    module = lowbit_module("matmul", cfg, schedule, make_context())
+    to_gpu(module, target)
+    name = _kernel_name(module)
+    ptx = to_ptx(to_llvm(module))
+    params = list(frontend.matmul_shapes(cfg)) + ["m"]
+    meta = {"kernel": name, "threads": THREADS, "grid_x": -(-cfg.N // schedule.block_n),
+            "block_m": schedule.block_m, "shared_bytes": 0, "params": params, "target": target}
+    return KernelArtifact(ptx, meta)

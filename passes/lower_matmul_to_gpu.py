@@ -1,0 +1,403 @@
+"""lowbit-lower-matmul-to-gpu: `lowbit.matmul` -> a tensor-core kernel in a gpu.module plus its launch.
+
+Kernel design (see docs/design.md): a block of 4 warps computes a block_m x block_n tile of the
+output, marching over K one weight superblock at a time.
+- A: each superblock's block_m x SB tile is copied into shared memory with `stages`-deep cp.async
+  (zero-filled past m and K) and read as mma fragments with ldmatrix.
+- W: every thread reads its 16 bytes per n8 tile straight from global memory (streaming loads, one
+  superblock ahead of use), decodes them in registers with the shared decode emitter into mma B
+  registers (the stored layout puts them in fragment order), and applies scale and zeros in f16.
+- mma.sync m16n8k16 (f16 A) or m16n8k32 (int8 A); the epilogue adds the bias and converts.
+"""
+from __future__ import annotations
+
+import math
+
+from lowbit.compiler.schedule import THREADS, MatmulSchedule, a_tile_bytes
+from lowbit.dialects.lowbit import MATMUL_OP, matmul_operands, read_config_attrs
+from lowbit.formats import format_of
+from lowbit.layout import layout_of
+from mlir import ir
+
+from .base import ModulePass, RewritePattern, replace_with_call, symbol_suffix
+from .emitters import gpu
+from .emitters.decode import TABLES, decode_word_f16, decode_word_s8, dequantize
+from .emitters.ir import Emitter, mlir_type
+from .lower_matmul_to_loops import MATMUL_FIELDS
+
+GPU_MODULE = "lowbit_kernels"
+ELEM_BYTES = {"f16": 2, "f32": 4, "i8": 1, "i32": 4}
+
+
+class MatmulKernel:
+    """Emits the text of one kernel for a matmul config and schedule."""
+
+    def __init__(self, cfg: dict, sched: MatmulSchedule, operands: list[str]):
+        self.cfg, self.s, self.operands = cfg, sched, operands
+        self.N, self.K = cfg["N"], cfg["K"]
+        self.fmt = format_of(cfg["W_dtype"])
+        self.int8 = cfg["A_dtype"] == "int8"
+        self.layout = layout_of(self.fmt.bits, cfg["A_dtype"])
+        self.SB = self.layout.superblock
+        self.abytes = 1 if self.int8 else 2
+        self.row_bytes = self.SB * self.abytes + 16  # padded: ldmatrix rows hit distinct banks
+        self.stage_bytes = a_tile_bytes(_Cfg(cfg), sched.block_m)
+        self.groups = cfg["K"] // (cfg["K"] if cfg["group_size"] == -1 else cfg["group_size"])
+        self.G = cfg["K"] // self.groups
+        self.tiles = self.layout.padded(cfg["K"]) // self.SB
+        self.kind = "s8.s32" if self.int8 else ("f16.f16" if cfg["accum_dtype"] == "float16" else "f16.f32")
+        self.a_vector = cfg["K"] % (16 // self.abytes) == 0  # rows of A are 16-byte aligned
+        self.name = None
+
+    # -- the whole kernel --
+    def emit(self) -> str:
+        e = self.e = Emitter(indent=6)
+        cfg, s = self.cfg, self.s
+        self._ids()
+        if self.fmt.kind in TABLES and not self.int8:
+            self._fill_lut()
+        self.w_rows = [self._w_row(nt) for nt in range(s.warp_n_tiles)]
+        self.policy = gpu.evict_first_policy(e)
+        for st in range(s.stages - 1):
+            self._copy_a(e.const(st, "i32"), st)
+            gpu.cp_async_commit(e)
+        w0 = self._load_w(e.const(0, "i32"))
+        zero = {"f16.f32": e.const(0.0, "f32"), "s8.s32": e.const(0, "i32"),
+                "f16.f16": e.const("dense<0.0>", gpu.F16X2)}[self.kind]
+        acc_ty = {"f16.f32": "f32", "s8.s32": "i32", "f16.f16": gpu.F16X2}[self.kind]
+        n_acc = gpu.MMA[self.kind][2]
+        n_tiles = (s.block_m // 16) * s.warp_n_tiles
+        carried = [(w, "i32") for w in w0] + [(zero, acc_ty)] * (n_tiles * n_acc)
+        c0, c1, tiles = e.const(0, "i32"), e.const(1, "i32"), e.const(self.tiles, "i32")
+        with e.for_loop(c0, tiles, c1, carried, hint="kt", ty="i32") as loop:
+            kt = loop.iv
+            w_cur, accs = loop.args[: len(w0)], loop.args[len(w0):]
+            ahead = e.op(f"arith.addi {kt}, {e.const(s.stages - 1, 'i32')} : i32")
+            self._copy_a(ahead, None)
+            gpu.cp_async_commit(e)
+            last = e.const(self.tiles - 1, "i32")
+            w_next = self._load_w(e.op(f"arith.minui {e.op(f'arith.addi {kt}, {c1} : i32')}, {last} : i32"))
+            gpu.cp_async_wait(e, s.stages - 1)
+            gpu.barrier(e)
+            accs = self._compute(kt, w_cur, accs, n_acc)
+            gpu.barrier(e)
+            e.line(f"scf.yield {', '.join(w_next + accs)} : {', '.join(['i32'] * len(w_next) + [acc_ty] * len(accs))}")
+        self._epilogue(loop.results[len(w0):], n_acc)
+        return self._wrap(e.text())
+
+    def _wrap(self, body: str) -> str:
+        cfg, s = self.cfg, self.s
+        self.name = "lowbit_matmul_" + symbol_suffix(body)
+        body = body.replace("@SMEM_A", f"@{self.name}_smem").replace("@LUT", f"@{self.name}_lut")
+        params = ", ".join(f"%{name}: {gpu.GLOBAL}" for name in self.operands) + ", %m: i32"
+        smem = s.stages * self.stage_bytes
+        lut = ""
+        if self.fmt.kind in TABLES and not self.int8:
+            lut = f"    llvm.mlir.global internal @{self.name}_lut() {{addr_space = 3 : i32, alignment = 16 : i64}} : !llvm.array<32 x i8>\n"
+        return (
+            f"    llvm.mlir.global internal @{self.name}_smem() {{addr_space = 3 : i32, alignment = 16 : i64}} : !llvm.array<{smem} x i8>\n"
+            f"{lut}"
+            f"    gpu.func @{self.name}({params}) kernel attributes {{known_block_size = array<i32: {THREADS}, 1, 1>}} {{\n"
+            f"{body}\n      gpu.return\n    }}"
+        )
+
+    # -- pieces --
+    def _ids(self):
+        e, s = self.e, self.s
+        self.tid = gpu.special_reg(e, "gpu.thread_id x")
+        bx, by = gpu.special_reg(e, "gpu.block_id x"), gpu.special_reg(e, "gpu.block_id y")
+        self.lane = e.op(f"arith.andi {self.tid}, {e.const(31, 'i32')} : i32", "lane")
+        self.warp = e.op(f"arith.shrui {self.tid}, {e.const(5, 'i32')} : i32", "warp")
+        self.g = e.op(f"arith.shrui {self.lane}, {e.const(2, 'i32')} : i32", "g")
+        self.q = e.op(f"arith.andi {self.lane}, {e.const(3, 'i32')} : i32", "q")
+        self.n_block = e.op(f"arith.muli {bx}, {e.const(s.block_n, 'i32')} : i32", "n0")
+        self.m_block = e.op(f"arith.muli {by}, {e.const(s.block_m, 'i32')} : i32", "m0")
+        warp_n = e.op(f"arith.muli {self.warp}, {e.const(8 * s.warp_n_tiles, 'i32')} : i32")
+        self.n_warp = e.op(f"arith.addi {self.n_block}, {warp_n} : i32", "nw")
+        self.smem = e.op("llvm.mlir.addressof @SMEM_A : !llvm.ptr<3>", "smem")
+        # ldmatrix: lanes 0-15 address rows 0-15 of the k-low half, lanes 16-31 the k-high half
+        row = e.op(f"arith.andi {self.lane}, {e.const(15, 'i32')} : i32")
+        half = e.op(f"arith.shrui {self.lane}, {e.const(4, 'i32')} : i32")
+        self.ldm_offset = e.op(f"arith.addi {e.op(f'arith.muli {row}, {e.i32(self.row_bytes)} : i32')}, "
+                               f"{e.op(f'arith.shli {half}, {e.i32(4)} : i32')} : i32")
+
+    def _fill_lut(self):
+        """The 16-entry decode table of nf4 / fp4 into shared memory (every thread writes one entry)."""
+        e = self.e
+        values = ", ".join(repr(float(v)) for v in TABLES[self.fmt.kind])
+        table = e.const(f"dense<[{values}]>", "vector<16xf16>")
+        idx = e.op(f"arith.andi {self.tid}, {e.const(15, 'i32')} : i32")
+        value = e.op(f"llvm.extractelement {table}[{idx} : i32] : vector<16xf16>")
+        self.lut = e.op("llvm.mlir.addressof @LUT : !llvm.ptr<3>", "lut")
+        ptr = gpu.gep(e, self.lut, e.op(f"arith.shli {idx}, {e.const(1, 'i32')} : i32"), gpu.SHARED, "i32")
+        gpu.store(e, value, ptr, "f16", gpu.SHARED)
+        gpu.barrier(e)
+
+    def _n_col(self, nt: int) -> str:
+        """The B column of this thread in n8 tile `nt`, clamped inside N for loads."""
+        e = self.e
+        n = e.op(f"arith.addi {self.n_warp}, {e.const(8 * nt, 'i32')} : i32")
+        n = e.op(f"arith.addi {n}, {self.g} : i32", "n")
+        return e.op(f"arith.minui {n}, {e.const(self.cfg['N'] - 1, 'i32')} : i32", "nc")
+
+    def _w_row(self, nt: int):
+        e = self.e
+        n = self._n_col(nt)
+        row_bytes = self.layout.padded(self.cfg["K"]) * self.fmt.bits // 8
+        off = e.op(f"arith.addi {e.op(f'arith.muli {gpu.i64(e, n)}, {e.i64(row_bytes)} : i64')}, "
+                   f"{gpu.i64(e, e.op(f'arith.shli {self.q}, {e.i32(4)} : i32'))} : i64")
+        return n, gpu.gep(e, "%w", off, gpu.GLOBAL)
+
+    def _load_w(self, kt: str) -> list[str]:
+        """The 16 bytes of superblock `kt` of each of this thread's n8 tiles (64 bytes a superblock row)."""
+        e = self.e
+        off = gpu.i64(e, e.op(f"arith.shli {kt}, {e.const(6, 'i32')} : i32"))
+        words = []
+        for _, row in self.w_rows:
+            words += gpu.load_streaming_16(e, gpu.gep(e, row, off, gpu.GLOBAL), self.policy)
+        return words
+
+    def _copy_a(self, kt: str, stage: int = None):
+        """Issues the copy of A's superblock `kt` (rows m0.., zero past m, K and the last tile)."""
+        e, s, cfg = self.e, self.s, self.cfg
+        per_chunk = 16 // self.abytes if self.a_vector else 1
+        per_row = self.SB // per_chunk
+        total = s.block_m * per_row
+        stage_idx = e.const(stage, "i32") if stage is not None else e.op(f"arith.remui {kt}, {e.const(s.stages, 'i32')} : i32")
+        stage_base = e.op(f"arith.muli {stage_idx}, {e.const(self.stage_bytes, 'i32')} : i32")
+        in_tiles = e.op(f"arith.cmpi ult, {kt}, {e.const(self.tiles, 'i32')} : i32")
+        k_tile = e.op(f"arith.muli {kt}, {e.const(self.SB, 'i32')} : i32")
+        for it in range(math.ceil(total / THREADS)):
+            c = e.op(f"arith.addi {self.tid}, {e.const(it * THREADS, 'i32')} : i32", "chunk")
+            if total % THREADS and it == total // THREADS:  # the last round has idle threads
+                with e.region(f"scf.if {e.op(f'arith.cmpi ult, {c}, {e.i32(total)} : i32')} {{"):
+                    self._copy_a_chunk(c, per_row, per_chunk, k_tile, in_tiles, stage_base)
+            else:
+                self._copy_a_chunk(c, per_row, per_chunk, k_tile, in_tiles, stage_base)
+
+    def _copy_a_chunk(self, c, per_row, per_chunk, k_tile, in_tiles, stage_base):
+        e = self.e
+        row = e.op(f"arith.divui {c}, {e.const(per_row, 'i32')} : i32")
+        col = e.op(f"arith.muli {e.op(f'arith.remui {c}, {e.i32(per_row)} : i32')}, {e.const(per_chunk, 'i32')} : i32")
+        grow = e.op(f"arith.addi {self.m_block}, {row} : i32")
+        gk = e.op(f"arith.addi {k_tile}, {col} : i32")
+        valid = e.op(f"arith.andi {e.op(f'arith.cmpi ult, {grow}, %m : i32')}, {e.op(f'arith.cmpi ult, {gk}, {e.i32(self.K)} : i32')} : i1")
+        valid = e.op(f"arith.andi {valid}, {in_tiles} : i1")
+        elem = e.op(f"arith.addi {e.op(f'arith.muli {gpu.i64(e, grow)}, {e.i64(self.K)} : i64')}, {gpu.i64(e, gk)} : i64")
+        src_off = e.op(f"arith.muli {elem}, {e.const(self.abytes, 'i64')} : i64")
+        src_off = e.op(f"arith.select {valid}, {src_off}, {e.const(0, 'i64')} : i64")
+        src = gpu.gep(e, "%a", src_off, gpu.GLOBAL)
+        dst_off = e.op(f"arith.addi {stage_base}, {e.op(f'arith.muli {row}, {e.i32(self.row_bytes)} : i32')} : i32")
+        dst_off = e.op(f"arith.addi {dst_off}, {e.op(f'arith.muli {col}, {e.i32(self.abytes)} : i32')} : i32")
+        dst = gpu.gep(e, self.smem, dst_off, gpu.SHARED, "i32")
+        if self.a_vector:
+            size = e.op(f"arith.select {valid}, {e.const(16, 'i32')}, {e.const(0, 'i32')} : i32")
+            gpu.cp_async_16(e, dst, src, size)
+        else:  # K not a multiple of the 16-byte chunk: element copies
+            a_ty = "i8" if self.int8 else "f16"
+            v = gpu.load(e, src, a_ty)
+            v = e.op(f"arith.select {valid}, {v}, {e.const(0 if self.int8 else 0.0, a_ty)} : {a_ty}")
+            gpu.store(e, v, dst, a_ty, gpu.SHARED)
+
+    def _group_params(self, kt: str, nt: int, steps: int) -> list:
+        """Per mma step: (scale, zero) splatted to vector<2xf16>, or None without scaling."""
+        cfg, e = self.cfg, self.e
+        if not cfg["with_scaling"]:
+            return [None] * steps
+        KS, SB, G = self.layout.mma_k, self.SB, self.G
+        cache, out = {}, []
+        for step in range(steps):
+            if SB % G == 0:
+                key = (KS * step) // G
+            elif G % SB == 0:
+                key = 0
+            else:
+                key = step
+            if key not in cache:
+                cache[key] = self._load_group(self._group_index(kt, step), nt)
+            out.append(cache[key])
+        return out
+
+    def _group_index(self, kt: str, step: int) -> str:
+        e = self.e
+        k = e.op(f"arith.addi {e.op(f'arith.muli {kt}, {e.i32(self.SB)} : i32')}, {e.const(self.layout.mma_k * step, 'i32')} : i32")
+        gidx = e.op(f"arith.divui {k}, {e.const(self.G, 'i32')} : i32")
+        return e.op(f"arith.minui {gidx}, {e.const(self.groups - 1, 'i32')} : i32", "gidx")
+
+    def _load_group(self, gidx: str, nt: int):
+        cfg, e = self.cfg, self.e
+        n = self.w_rows[nt][0]
+        idx = gpu.i64(e, e.op(f"arith.addi {e.op(f'arith.muli {n}, {e.i32(self.groups)} : i32')}, {gidx} : i32"))
+        byte = e.op(f"arith.shli {idx}, {e.const(1, 'i64')} : i64")
+        scale = _splat(e, gpu.load(e, gpu.gep(e, "%scale", byte, gpu.GLOBAL), "f16"))
+        zero = None
+        if cfg["with_zeros"] and cfg["zeros_mode"] == "quantized":
+            bits, per_byte = self.fmt.bits, 8 // self.fmt.bits
+            row = e.op(f"arith.muli {gpu.i64(e, gidx)}, {e.const(cfg['N'] * bits // 8, 'i64')} : i64")
+            col = gpu.i64(e, e.op(f"arith.divui {n}, {e.const(per_byte, 'i32')} : i32"))
+            raw = gpu.load(e, gpu.gep(e, "%zeros", e.op(f"arith.addi {row}, {col} : i64"), gpu.GLOBAL), "i8")
+            shift = e.op(f"arith.muli {e.op(f'arith.remui {n}, {e.i32(per_byte)} : i32')}, {e.const(bits, 'i32')} : i32")
+            wide = e.op(f"arith.extui {raw} : i8 to i32")
+            code = e.op(f"arith.andi {e.op(f'arith.shrui {wide}, {shift} : i32')}, {e.i32((1 << bits) - 1)} : i32")
+            zero = _splat(e, e.op(f"arith.uitofp {code} : i32 to f16"))
+        elif cfg["with_zeros"]:
+            zero = _splat(e, gpu.load(e, gpu.gep(e, "%zeros", byte, gpu.GLOBAL), "f16"))
+        return scale, zero
+
+    def _compute(self, kt: str, w_words: list[str], accs: list[str], n_acc: int) -> list[str]:
+        e, s, cfg = self.e, self.s, self.cfg
+        steps = self.SB // self.layout.mma_k
+        stage = e.op(f"arith.remui {kt}, {e.const(s.stages, 'i32')} : i32")
+        stage_base = e.op(f"arith.addi {e.op(f'arith.muli {stage}, {e.i32(self.stage_bytes)} : i32')}, {self.ldm_offset} : i32")
+        b_regs = []  # per n8 tile: every B register of the superblock, in step order
+        for nt in range(s.warp_n_tiles):
+            regs = []
+            for word in w_words[4 * nt: 4 * nt + 4]:
+                regs += decode_word_s8(e, word, cfg["W_dtype"]) if self.int8 else \
+                    decode_word_f16(e, word, cfg["W_dtype"], getattr(self, "lut", None))
+            params = self._group_params(kt, nt, steps)
+            if not self.int8 and cfg["with_scaling"]:
+                regs = [dequantize(e, r, gpu.F16X2, cfg["zeros_mode"], *params[i // 2]) for i, r in enumerate(regs)]
+            b_regs.append(regs)
+        accs = list(accs)
+        for step in range(steps):
+            a_frags = []
+            for mt in range(s.block_m // 16):
+                off = e.op(f"arith.addi {stage_base}, {e.const(mt * 16 * self.row_bytes + step * 32, 'i32')} : i32")
+                a = gpu.ldmatrix_x4(e, gpu.gep(e, self.smem, off, gpu.SHARED, "i32"))
+                a_frags.append(a if self.int8 else [e.op(f"llvm.bitcast {x} : i32 to vector<2xf16>") for x in a])
+            for nt in range(s.warp_n_tiles):
+                b = b_regs[nt][2 * step: 2 * step + 2]
+                for mt in range(s.block_m // 16):
+                    i = (mt * s.warp_n_tiles + nt) * n_acc
+                    accs[i:i + n_acc] = gpu.mma(e, self.kind, a_frags[mt], b, accs[i:i + n_acc])
+        return accs
+
+    def _epilogue(self, accs: list[str], n_acc: int):
+        """acc (+ bias) -> out_dtype, stored where row < m and col < N."""
+        e, s, cfg = self.e, self.s, self.cfg
+        out_ty = mlir_type(cfg["out_dtype"])
+        col0 = e.op(f"arith.addi {self.n_warp}, {e.op(f'arith.shli {self.q}, {e.i32(1)} : i32')} : i32")
+        row0 = e.op(f"arith.addi {self.m_block}, {self.g} : i32")
+        for mt in range(s.block_m // 16):
+            for nt in range(s.warp_n_tiles):
+                i = (mt * s.warp_n_tiles + nt) * n_acc
+                values = self._acc_values(accs[i:i + n_acc])
+                for idx, v in enumerate(values):  # (row g | g+8) x (col 2q | 2q+1)
+                    row = e.op(f"arith.addi {row0}, {e.const(16 * mt + 8 * (idx // 2), 'i32')} : i32")
+                    col = e.op(f"arith.addi {col0}, {e.const(8 * nt + idx % 2, 'i32')} : i32")
+                    ok = e.op(f"arith.andi {e.op(f'arith.cmpi ult, {row}, %m : i32')}, "
+                              f"{e.op(f'arith.cmpi ult, {col}, {e.i32(self.N)} : i32')} : i1")
+                    with e.region(f"scf.if {ok} {{"):
+                        result = self._convert_out(v, col, out_ty)
+                        idx64 = e.op(f"arith.addi {e.op(f'arith.muli {gpu.i64(e, row)}, {e.i64(self.N)} : i64')}, {gpu.i64(e, col)} : i64")
+                        off = e.op(f"arith.muli {idx64}, {e.const(ELEM_BYTES[out_ty], 'i64')} : i64")
+                        gpu.store(e, result, gpu.gep(e, "%out", off, gpu.GLOBAL), out_ty)
+
+    def _acc_values(self, acc: list[str]) -> list[str]:
+        """Accumulator registers as 4 scalars in (g, 2q), (g, 2q+1), (g+8, 2q), (g+8, 2q+1) order."""
+        e = self.e
+        if self.kind != "f16.f16":
+            return acc
+        return [e.op(f"llvm.extractelement {reg}[{e.const(j, 'i32')} : i32] : vector<2xf16>") for reg in acc for j in (0, 1)]
+
+    def _convert_out(self, v: str, col: str, out_ty: str) -> str:
+        e, cfg = self.e, self.cfg
+        bias_ptr = None
+        if cfg["with_bias"]:
+            bias_ty = "i32" if out_ty in ("i8", "i32") else out_ty
+            off = e.op(f"arith.muli {gpu.i64(e, col)}, {e.const(ELEM_BYTES[bias_ty], 'i64')} : i64")
+            bias_ptr = (gpu.gep(e, "%bias", off, gpu.GLOBAL), bias_ty)
+        acc_elem = {"f16.f32": "f32", "s8.s32": "i32", "f16.f16": "f16"}[self.kind]
+        if out_ty in ("i8", "i32"):
+            if bias_ptr:
+                v = e.op(f"arith.addi {v}, {gpu.load(e, *bias_ptr)} : i32")
+            if out_ty == "i8":
+                v = e.op(f"arith.maxsi {v}, {e.const(-128, 'i32')} : i32")
+                v = e.op(f"arith.minsi {v}, {e.const(127, 'i32')} : i32")
+                v = e.op(f"arith.trunci {v} : i32 to i8")
+            return v
+        f = {"f32": v, "f16": None, "i32": None}[acc_elem]
+        if acc_elem == "f16":
+            f = e.op(f"arith.extf {v} : f16 to f32")
+        elif acc_elem == "i32":
+            f = e.op(f"arith.sitofp {v} : i32 to f32")
+        if bias_ptr:
+            b = gpu.load(e, *bias_ptr)
+            b = b if bias_ptr[1] == "f32" else e.op(f"arith.extf {b} : f16 to f32")
+            f = e.op(f"arith.addf {f}, {b} : f32")
+        return f if out_ty == "f32" else e.op(f"arith.truncf {f} : f32 to f16")
+
+
+class _Cfg:
+    """Attribute view of a config dict, for helpers written against MatmulConfig."""
+
+    def __init__(self, d):
+        self.__dict__.update(d)
+
+
+def _splat(e: Emitter, scalar: str) -> str:
+    v = e.op("llvm.mlir.undef : vector<2xf16>")
+    v = e.op(f"llvm.insertelement {scalar}, {v}[{e.const(0, 'i32')} : i32] : vector<2xf16>")
+    return e.op(f"llvm.insertelement {scalar}, {v}[{e.const(1, 'i32')} : i32] : vector<2xf16>", "splat")
+
+
+def read_schedule(op: ir.Operation) -> MatmulSchedule:
+    if "lowbit.schedule" not in op.attributes:
+        raise ValueError("lowbit.matmul needs a `lowbit.schedule` attribute for the GPU lowering "
+                         "(lowbit compile adds the default one; see lowbit.compiler.schedule)")
+    d = ir.DictAttr(op.attributes["lowbit.schedule"])
+    sched = MatmulSchedule(**{f: ir.IntegerAttr(d[f]).value for f in ("block_m", "warp_n_tiles", "stages")})
+    sched.check()
+    return sched
+
+
+def emit_launch(kernel: MatmulKernel, types: dict) -> str:
+    """A host function launching `kernel` on the memrefs of a lowbit.matmul (bare pointers + m)."""
+    e = Emitter(indent=4)
+    s, cfg = kernel.s, kernel.cfg
+    ptrs = []
+    for name, ty in types.items():
+        raw = e.op(f"memref.extract_aligned_pointer_as_index %{name} : {ty} -> index")
+        ptrs.append(e.op(f"llvm.inttoptr {e.op(f'arith.index_cast {raw} : index to i64')} : i64 to {gpu.GLOBAL}", "ptr"))
+    c0, c1 = e.const(0, "index"), e.const(1, "index")
+    m = e.op(f"memref.dim %a, {c0} : {types['a']}", "m")
+    gx = e.const(-(-cfg["N"] // s.block_n), "index")
+    gy = e.op(f"arith.ceildivui {m}, {e.const(s.block_m, 'index')} : index", "gy")
+    m32 = e.op(f"arith.index_cast {m} : index to i32")
+    args = ", ".join(f"{p} : {gpu.GLOBAL}" for p in ptrs) + f", {m32} : i32"
+    e.line(f"gpu.launch_func @{GPU_MODULE}::@{kernel.name} blocks in ({gx}, {gy}, {c1}) "
+           f"threads in ({e.const(THREADS, 'index')}, {c1}, {c1}) args({args})")
+    return e.text()
+
+
+class MatmulToGpu(RewritePattern):
+    """Replaces a lowbit.matmul by a launch of a generated tensor-core kernel."""
+
+    op_name = MATMUL_OP
+
+    def __init__(self, target: str = "sm_90a"):
+        self.target = target
+
+    def rewrite(self, op, module):
+        cfg = read_config_attrs(op, MATMUL_FIELDS)
+        operands = {k: v for k, v in matmul_operands(op).items() if v is not None}
+        types = {k: str(v.type) for k, v in operands.items()}
+        kernel = MatmulKernel(cfg, read_schedule(op), list(types))
+        kernel_text = kernel.emit()
+        launch = emit_launch(kernel, types)
+        name = "lowbit_matmul_launch_" + symbol_suffix(launch)
+        args = ", ".join(f"%{k}: {t}" for k, t in types.items())
+        impl = (f"module attributes {{gpu.container_module}} {{\n"
+                f"  func.func private @{name}({args}) {{\n{launch}\n    return\n  }}\n"
+                f"  gpu.module @{GPU_MODULE} {{\n{kernel_text}\n  }}\n}}")
+        with module.context:
+            module.operation.attributes["gpu.container_module"] = ir.UnitAttr.get()
+        replace_with_call(op, module, impl, name, merge_symbols=(GPU_MODULE,))
+
+
+class LowerMatmulToGpu(ModulePass):
+    name = "lowbit-lower-matmul-to-gpu"
+    description = ("Lower lowbit.matmul to an mma.sync tensor-core kernel (cp.async + ldmatrix for A, "
+                   "register-decoded weights) in gpu.module @lowbit_kernels, launched with gpu.launch_func.")
+    patterns = (MatmulToGpu,)
