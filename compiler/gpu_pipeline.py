@@ -1,6 +1,6 @@
 """The GPU stages, each a plain function from one IR to the next:
 
-lowbit --(lowbit-lower-matmul-to-gpu, nvvm-attach-target)--> gpu --(gpu.module to NVVM/LLVM)--> llvm
+lowbit --(lowbit-lower-{matmul,attention}-to-gpu, nvvm-attach-target)--> gpu --(gpu.module to NVVM/LLVM)--> llvm
        --(gpu-module-to-binary{format=isa})--> ptx
 """
 from __future__ import annotations
@@ -12,9 +12,10 @@ from mlir.dialects import gpu as gpu_dialect
 
 from lowbit import frontend
 from lowbit.compiler.pipeline import CompileError, run_lowbit_passes, run_upstream
-from lowbit.compiler.schedule import THREADS, MatmulSchedule
+from lowbit.compiler.schedule import THREADS, AttentionSchedule, MatmulSchedule
 from lowbit.compiler.target import target_of
 from lowbit.dialects import make_context
+from lowbit.dialects.lowbit import ATTENTION_OP, config_attrs
 from lowbit.passes.lower_matmul_to_gpu import GPU_MODULE
 
 GPU_STAGES = ("lowbit", "gpu", "llvm", "ptx")
@@ -32,15 +33,30 @@ class KernelArtifact:
     meta: dict
 
 
-def lowbit_module(op: str, cfg, schedule: MatmulSchedule, ctx: ir.Context) -> ir.Module:
-    if op != "matmul":
-        raise CompileError(f"the GPU lowering of {op!r} is not available yet; only 'matmul' lowers to the GPU")
-    return frontend.matmul_module(cfg, ctx, schedule=schedule.as_dict())
+def lowbit_module(op: str, cfg, schedule, ctx: ir.Context) -> ir.Module:
+    """The entry IR of `op` ('matmul' or 'attention') with `schedule` recorded as `lowbit.schedule`."""
+    if op == "matmul":
+        return frontend.matmul_module(cfg, ctx, schedule=schedule.as_dict())
+    if op == "attention":
+        module = frontend.attention_module(cfg, ctx)
+        _set_schedule(module, ATTENTION_OP, schedule.as_dict())
+        return module
+    raise CompileError(f"the GPU lowering of {op!r} is not available; allowed: 'matmul', 'attention'")
+
+
+def _set_schedule(module: ir.Module, op_name: str, schedule: dict) -> None:
+    with module.context:
+        def visit(op):
+            if op.name == op_name:
+                op.attributes["lowbit.schedule"] = ir.DictAttr.get(config_attrs(schedule))
+            return ir.WalkResult.ADVANCE
+
+        module.operation.walk(visit)
 
 
 def to_gpu(module: ir.Module, target: str) -> ir.Module:
     t = target_of(target)
-    run_lowbit_passes(module, ["lowbit-lower-matmul-to-gpu"])
+    run_lowbit_passes(module, ["lowbit-lower-matmul-to-gpu", "lowbit-lower-attention-to-gpu"])
     run_upstream(module, f"builtin.module(nvvm-attach-target{{chip={t.name} features={t.features} O=3 "
                          f"module={GPU_MODULE}}}, inline, canonicalize, cse)", "gpu")
     return module
@@ -68,7 +84,7 @@ def _kernel_name(module: ir.Module) -> str:
     raise CompileError("the gpu stage produced no kernel")
 
 
-def emit(op: str, cfg, target: str, stage: str, schedule: MatmulSchedule) -> str:
+def emit(op: str, cfg, target: str, stage: str, schedule) -> str:
     """The IR (or PTX) of `stage` for one kernel, as `lowbit compile --emit` prints it."""
     if stage not in GPU_STAGES:
         raise ValueError(f"--emit {stage!r} is not a GPU stage; allowed: {', '.join(GPU_STAGES)}")
@@ -92,3 +108,23 @@ def compile_matmul(cfg, schedule: MatmulSchedule, target: str) -> KernelArtifact
     meta = {"kernel": name, "threads": THREADS, "grid_x": -(-cfg.N // schedule.block_n),
             "block_m": schedule.block_m, "shared_bytes": 0, "params": params, "target": target}
     return KernelArtifact(ptx, meta)
+
+
+def attention_launch_meta(cfg, schedule: AttentionSchedule, name: str, target: str) -> dict:
+    """Launch metadata of an attention kernel: a 1-D grid of ceil(seq_len / block_q) * batch * heads
+    blocks, `threads` threads, `shared_bytes` of dynamic shared memory, parameters (q, k, v, out)."""
+    from lowbit.compiler.schedule import attention_smem_bytes
+
+    grid = -(-cfg.seq_len // schedule.block_q) * cfg.batch * cfg.heads
+    return {"kernel": name, "threads": schedule.threads, "grid_x": grid,
+            "shared_bytes": attention_smem_bytes(cfg, schedule), "params": ["q", "k", "v", "out"],
+            "target": target}
+
+
+def compile_attention(cfg, schedule: AttentionSchedule, target: str) -> KernelArtifact:
+    """FlashAttenConfig + schedule + target -> PTX and launch metadata."""
+    module = lowbit_module("attention", cfg, schedule, make_context())
+    to_gpu(module, target)
+    name = _kernel_name(module)
+    ptx = to_ptx(to_llvm(module))
+    return KernelArtifact(ptx, attention_launch_meta(cfg, schedule, name, target))

@@ -16,47 +16,149 @@ THREADS = 128
 
 @dataclass(frozen=True)
 class MatmulSchedule:
-    block_m: int  # rows of A per block: 16, 32 or 64 (one to four m16 tiles per warp)
-    warp_n_tiles: int  # n8 tiles per warp; the block covers 4 warps * 8 * warp_n_tiles columns
+    block_m: int  # rows of A per block: 8 (half an m16 tile), 16, 32 or 64 (one to four m16 tiles per warp)
+    warp_n_tiles: int  # n8 tiles per warp
     stages: int  # cp.async stages for the A tile in shared memory
+    warps_k: int = 1  # the 4 warps split K this many ways (then reduce through shared memory) and N 4 / warps_k ways
+    w_prefetch: int = 1  # iterations of weights loaded ahead into registers
+
+    @property
+    def warps_n(self) -> int:
+        return 4 // self.warps_k
 
     @property
     def block_n(self) -> int:
-        return 4 * 8 * self.warp_n_tiles
+        return self.warps_n * 8 * self.warp_n_tiles
 
     def as_dict(self) -> dict:
         return asdict(self)
 
     def check(self) -> None:
-        if self.block_m not in (16, 32, 64):
-            raise ValueError(f"schedule block_m={self.block_m} is not allowed; allowed: 16, 32, 64")
+        if self.block_m not in (8, 16, 32, 64):
+            raise ValueError(f"schedule block_m={self.block_m} is not allowed; allowed: 8, 16, 32, 64")
         if self.warp_n_tiles not in (1, 2, 4):
             raise ValueError(f"schedule warp_n_tiles={self.warp_n_tiles} is not allowed; allowed: 1, 2, 4")
         if self.stages not in (2, 3, 4):
             raise ValueError(f"schedule stages={self.stages} is not allowed; allowed: 2, 3, 4")
+        if self.warps_k not in (1, 2, 4):
+            raise ValueError(f"schedule warps_k={self.warps_k} is not allowed; allowed: 1, 2, 4")
+        if self.w_prefetch not in (1, 2, 3, 4, 6, 8):
+            raise ValueError(f"schedule w_prefetch={self.w_prefetch} is not allowed; allowed: 1, 2, 3, 4, 6, 8")
 
 
-def a_tile_bytes(cfg, block_m: int) -> int:
-    """Shared memory of one stage of the A tile: block_m rows of one superblock, rows padded by 16 bytes."""
+def a_tile_bytes(cfg, block_m: int, warps_k: int = 1) -> int:
+    """Shared memory of one stage of the A tile: block_m rows of warps_k superblocks, rows padded by 16 bytes."""
     sb = layout_of(format_of(cfg.W_dtype).bits, cfg.A_dtype).superblock
     abytes = 1 if cfg.A_dtype == "int8" else 2
-    return block_m * (sb * abytes + 16)
+    return block_m * (warps_k * sb * abytes + 16)
 
 
 def matmul_schedule(cfg, bucket: int, target: str, **overrides) -> MatmulSchedule:
-    """The default schedule for a MatmulConfig run with up to `bucket` rows, with `overrides` applied."""
-    block_m = 16 if bucket <= 16 else 32 if bucket <= 32 else 64
-    warp_n_tiles = 1 if bucket <= 16 else 2
+    """The default schedule for a MatmulConfig run with up to `bucket` rows, with `overrides` applied.
+
+    Small m (decode) is memory bound: one m8 or m16 tile, the 4 warps split K so that a block covers
+    few columns and many blocks keep every SM streaming weights, 4 iterations of weights in flight per
+    thread. Larger m tiles 64 rows x 64 columns.
+    """
+    if bucket <= 16:
+        block_m, warp_n_tiles, warps_k, prefetch = (8 if bucket <= 8 else 16), (2 if bucket <= 8 else 4), 4, 4
+    else:
+        block_m, warp_n_tiles, warps_k, prefetch = (32 if bucket <= 32 else 64), 2, 1, 1
     stages = 3
-    while block_m > 16 and a_tile_bytes(cfg, block_m) * 2 > SHARED_LIMIT:
+    while warps_k > 1 and a_tile_bytes(cfg, block_m, warps_k) * 2 > SHARED_LIMIT:
+        warps_k //= 2
+    while block_m > 16 and a_tile_bytes(cfg, block_m, warps_k) * 2 > SHARED_LIMIT:
         block_m //= 2
-    while stages > 2 and a_tile_bytes(cfg, block_m) * stages > SHARED_LIMIT:
+    while stages > 2 and a_tile_bytes(cfg, block_m, warps_k) * stages > SHARED_LIMIT:
         stages -= 1
     unknown = set(overrides) - {f.name for f in fields(MatmulSchedule)}
     if unknown:
         raise ValueError(f"unknown schedule fields {sorted(unknown)}; allowed: {[f.name for f in fields(MatmulSchedule)]}")
-    sched = replace(MatmulSchedule(block_m, warp_n_tiles, stages), **overrides)
+    sched = replace(MatmulSchedule(block_m, warp_n_tiles, stages, warps_k, prefetch), **overrides)
     sched.check()
-    if a_tile_bytes(cfg, sched.block_m) * sched.stages > SHARED_LIMIT:
+    if a_tile_bytes(cfg, sched.block_m, sched.warps_k) * sched.stages > SHARED_LIMIT:
         raise ValueError(f"schedule {sched} needs more than {SHARED_LIMIT} bytes of shared memory")
+    return sched
+
+
+# -- attention (lowbit-lower-attention-to-gpu) --
+
+# dynamic shared memory a block may opt into, per target (cuFuncSetAttribute MAX_DYNAMIC_SHARED_SIZE_BYTES)
+SHARED_OPTIN = {"sm_80": 163 * 1024, "sm_86": 99 * 1024, "sm_89": 99 * 1024, "sm_90a": 227 * 1024}
+
+
+@dataclass(frozen=True)
+class AttentionSchedule:
+    """How the FlashAttention kernel tiles one (batch, head): a block of `warps` warps owns `block_q` query
+    rows (each warp block_q / warps of them, in m16 tiles) and streams K/V in tiles of `block_kv` keys
+    through a `stages`-deep cp.async ring in shared memory. `q_in_regs`: the warp's Q fragments are
+    loaded once into registers (else re-read from shared memory with ldmatrix for every K tile)."""
+
+    block_q: int
+    block_kv: int
+    warps: int
+    stages: int
+    q_in_regs: bool = True
+
+    @property
+    def threads(self) -> int:
+        return 32 * self.warps
+
+    @property
+    def m_tiles(self) -> int:
+        """m16 tiles of query rows per warp."""
+        return self.block_q // (16 * self.warps)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def check(self) -> None:
+        if self.warps not in (1, 2, 4, 8):
+            raise ValueError(f"schedule warps={self.warps} is not allowed; allowed: 1, 2, 4, 8")
+        if self.block_q % (16 * self.warps) or self.m_tiles not in (1, 2, 4):
+            raise ValueError(f"schedule block_q={self.block_q} is not allowed with warps={self.warps}; allowed: "
+                             f"16, 32 or 64 rows per warp ({', '.join(str(16 * m * self.warps) for m in (1, 2, 4))})")
+        if self.block_kv not in (16, 32, 64, 128):
+            raise ValueError(f"schedule block_kv={self.block_kv} is not allowed; allowed: 16, 32, 64, 128")
+        if self.stages not in (2, 3, 4):
+            raise ValueError(f"schedule stages={self.stages} is not allowed; allowed: 2, 3, 4")
+        if not isinstance(self.q_in_regs, bool):
+            raise ValueError(f"schedule q_in_regs={self.q_in_regs!r} must be True or False")
+
+
+def attention_smem_bytes(cfg, sched: AttentionSchedule) -> int:
+    """Dynamic shared memory of the attention kernel: the K/V ring (rows padded by 16 bytes so that
+    ldmatrix rows hit distinct banks) and the Q tile (placed in the last ring slot when Q lives in
+    registers and fits there, since it is read once before that slot is first refilled)."""
+    row = 2 * cfg.dim + 16
+    k_bytes = cfg.dim * (2 * sched.block_kv + 16) if cfg.layout == "ntn" else sched.block_kv * row
+    stage = k_bytes + sched.block_kv * row
+    q_bytes = sched.block_q * row
+    if sched.q_in_regs and q_bytes <= stage:
+        return sched.stages * stage
+    return sched.stages * stage + q_bytes
+
+
+def attention_schedule(cfg, target: str, **overrides) -> AttentionSchedule:
+    """The default schedule of a FlashAttenConfig on `target`, with `overrides` applied.
+
+    dim <= 64: 128 query rows on 4 warps (32 rows each) with Q in registers, 64-key tiles, 2 stages.
+    dim <= 128: the same tiles but Q re-read from shared memory (registers hold the 32 x dim f32 output).
+    dim <= 256: 64 query rows on 4 warps, 32-key tiles.
+    """
+    if cfg.dim <= 64:
+        sched = AttentionSchedule(block_q=128, block_kv=64, warps=4, stages=2, q_in_regs=True)
+    elif cfg.dim <= 128:
+        sched = AttentionSchedule(block_q=128, block_kv=64, warps=4, stages=2, q_in_regs=False)
+    else:
+        sched = AttentionSchedule(block_q=64, block_kv=32, warps=4, stages=2, q_in_regs=False)
+    unknown = set(overrides) - {f.name for f in fields(AttentionSchedule)}
+    if unknown:
+        raise ValueError(f"unknown schedule fields {sorted(unknown)}; allowed: {[f.name for f in fields(AttentionSchedule)]}")
+    sched = replace(sched, **overrides)
+    sched.check()
+    limit = SHARED_OPTIN.get(target, SHARED_LIMIT)
+    if attention_smem_bytes(cfg, sched) > limit:
+        raise ValueError(f"schedule {sched} needs {attention_smem_bytes(cfg, sched)} bytes of shared memory, "
+                         f"more than the {limit} a block may use on {target}")
     return sched

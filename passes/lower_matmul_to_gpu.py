@@ -12,6 +12,7 @@ output, marching over K one weight superblock at a time.
 from __future__ import annotations
 
 import math
+from dataclasses import fields
 
 from lowbit.compiler.schedule import THREADS, MatmulSchedule, a_tile_bytes
 from lowbit.dialects.lowbit import MATMUL_OP, matmul_operands, read_config_attrs
@@ -40,11 +41,15 @@ class MatmulKernel:
         self.layout = layout_of(self.fmt.bits, cfg["A_dtype"])
         self.SB = self.layout.superblock
         self.abytes = 1 if self.int8 else 2
-        self.row_bytes = self.SB * self.abytes + 16  # padded: ldmatrix rows hit distinct banks
-        self.stage_bytes = a_tile_bytes(_Cfg(cfg), sched.block_m)
+        self.KB = sched.warps_k * self.SB  # k per block iteration: one superblock per K-split warp
+        self.row_bytes = self.KB * self.abytes + 16  # padded: ldmatrix rows hit distinct banks
+        self.stage_bytes = a_tile_bytes(_Cfg(cfg), sched.block_m, sched.warps_k)
         self.groups = cfg["K"] // (cfg["K"] if cfg["group_size"] == -1 else cfg["group_size"])
         self.G = cfg["K"] // self.groups
-        self.tiles = self.layout.padded(cfg["K"]) // self.SB
+        self.tiles = self.layout.padded(cfg["K"]) // self.SB  # superblocks
+        self.steps = -(-self.tiles // sched.warps_k)  # block iterations
+        self.half = sched.block_m == 8  # one m8 half tile: ldmatrix.x2 and zero rows 8-15 of the mma
+        self.m_tiles = max(sched.block_m // 16, 1)
         self.kind = "s8.s32" if self.int8 else ("f16.f16" if cfg["accum_dtype"] == "float16" else "f16.f32")
         self.a_vector = cfg["K"] % (16 // self.abytes) == 0  # rows of A are 16-byte aligned
         self.name = None
@@ -61,28 +66,38 @@ class MatmulKernel:
         for st in range(s.stages - 1):
             self._copy_a(e.const(st, "i32"), st)
             gpu.cp_async_commit(e)
-        w0 = self._load_w(e.const(0, "i32"))
+        # a ring of w_prefetch register sets: the loads of the next iterations are in flight
+        # while this one decodes (memory-bound decode needs many bytes in flight per thread)
+        depth = s.w_prefetch
+        ring = [self._load_w(e.i32(i)) for i in range(depth)]
+        w0 = [w for words in ring for w in words]
         zero = {"f16.f32": e.const(0.0, "f32"), "s8.s32": e.const(0, "i32"),
                 "f16.f16": e.const("dense<0.0>", gpu.F16X2)}[self.kind]
         acc_ty = {"f16.f32": "f32", "s8.s32": "i32", "f16.f16": gpu.F16X2}[self.kind]
         n_acc = gpu.MMA[self.kind][2]
-        n_tiles = (s.block_m // 16) * s.warp_n_tiles
+        n_tiles = self.m_tiles * s.warp_n_tiles
         carried = [(w, "i32") for w in w0] + [(zero, acc_ty)] * (n_tiles * n_acc)
-        c0, c1, tiles = e.const(0, "i32"), e.const(1, "i32"), e.const(self.tiles, "i32")
-        with e.for_loop(c0, tiles, c1, carried, hint="kt", ty="i32") as loop:
+        c0, c1, steps = e.const(0, "i32"), e.const(1, "i32"), e.const(self.steps, "i32")
+        with e.for_loop(c0, steps, c1, carried, hint="kt", ty="i32") as loop:
             kt = loop.iv
-            w_cur, accs = loop.args[: len(w0)], loop.args[len(w0):]
+            per_set = len(w0) // depth
+            w_sets = [loop.args[i * per_set:(i + 1) * per_set] for i in range(depth)]
+            accs = loop.args[len(w0):]
             ahead = e.op(f"arith.addi {kt}, {e.const(s.stages - 1, 'i32')} : i32")
             self._copy_a(ahead, None)
             gpu.cp_async_commit(e)
-            last = e.const(self.tiles - 1, "i32")
-            w_next = self._load_w(e.op(f"arith.minui {e.op(f'arith.addi {kt}, {c1} : i32')}, {last} : i32"))
+            w_new = self._load_w(e.op(f"arith.addi {kt}, {e.i32(depth)} : i32"))
             gpu.cp_async_wait(e, s.stages - 1)
             gpu.barrier(e)
-            accs = self._compute(kt, w_cur, accs, n_acc)
+            accs = self._compute(kt, w_sets[0], accs, n_acc)
             gpu.barrier(e)
+            w_next = [w for words in w_sets[1:] for w in words] + w_new
             e.line(f"scf.yield {', '.join(w_next + accs)} : {', '.join(['i32'] * len(w_next) + [acc_ty] * len(accs))}")
-        self._epilogue(loop.results[len(w0):], n_acc)
+        values = self._acc_values(loop.results[len(w0):])
+        if self.half:  # rows 8-15 of each mma are padding
+            values = [v for i, v in enumerate(values) if i % 4 < 2]
+        values = self._reduce_k(values)
+        self._epilogue(values, n_acc)
         return self._wrap(e.text())
 
     def _wrap(self, body: str) -> str:
@@ -112,14 +127,20 @@ class MatmulKernel:
         self.q = e.op(f"arith.andi {self.lane}, {e.const(3, 'i32')} : i32", "q")
         self.n_block = e.op(f"arith.muli {bx}, {e.const(s.block_n, 'i32')} : i32", "n0")
         self.m_block = e.op(f"arith.muli {by}, {e.const(s.block_m, 'i32')} : i32", "m0")
-        warp_n = e.op(f"arith.muli {self.warp}, {e.const(8 * s.warp_n_tiles, 'i32')} : i32")
+        self.kw = e.op(f"arith.divui {self.warp}, {e.i32(s.warps_n)} : i32", "kw")
+        self.wn = e.op(f"arith.remui {self.warp}, {e.i32(s.warps_n)} : i32", "wn")
+        warp_n = e.op(f"arith.muli {self.wn}, {e.const(8 * s.warp_n_tiles, 'i32')} : i32")
         self.n_warp = e.op(f"arith.addi {self.n_block}, {warp_n} : i32", "nw")
         self.smem = e.op("llvm.mlir.addressof @SMEM_A : !llvm.ptr<3>", "smem")
-        # ldmatrix: lanes 0-15 address rows 0-15 of the k-low half, lanes 16-31 the k-high half
-        row = e.op(f"arith.andi {self.lane}, {e.const(15, 'i32')} : i32")
-        half = e.op(f"arith.shrui {self.lane}, {e.const(4, 'i32')} : i32")
-        self.ldm_offset = e.op(f"arith.addi {e.op(f'arith.muli {row}, {e.i32(self.row_bytes)} : i32')}, "
-                               f"{e.op(f'arith.shli {half}, {e.i32(4)} : i32')} : i32")
+        # ldmatrix.x4: lanes 0-15 address rows 0-15 of the k-low half, lanes 16-31 the k-high half;
+        # ldmatrix.x2 (an m8 half tile): lanes 0-7 rows 0-7 k-low, lanes 8-15 k-high
+        rows = 8 if self.half else 16
+        row = e.op(f"arith.andi {self.lane}, {e.i32(rows - 1)} : i32")
+        half = e.op(f"arith.andi {e.op(f'arith.shrui {self.lane}, {e.i32(rows.bit_length() - 1)} : i32')}, {e.i32(1)} : i32")
+        ldm = e.op(f"arith.addi {e.op(f'arith.muli {row}, {e.i32(self.row_bytes)} : i32')}, "
+                   f"{e.op(f'arith.shli {half}, {e.i32(4)} : i32')} : i32")
+        # each K-split warp reads its own superblock of the stage
+        self.ldm_offset = e.op(f"arith.addi {ldm}, {e.op(f'arith.muli {self.kw}, {e.i32(self.SB * self.abytes)} : i32')} : i32")
 
     def _fill_lut(self):
         """The 16-entry decode table of nf4 / fp4 into shared memory (every thread writes one entry)."""
@@ -148,10 +169,17 @@ class MatmulKernel:
                    f"{gpu.i64(e, e.op(f'arith.shli {self.q}, {e.i32(4)} : i32'))} : i64")
         return n, gpu.gep(e, "%w", off, gpu.GLOBAL)
 
-    def _load_w(self, kt: str) -> list[str]:
-        """The 16 bytes of superblock `kt` of each of this thread's n8 tiles (64 bytes a superblock row)."""
+    def _superblock(self, kt: str) -> str:
+        """The superblock this warp computes in block iteration `kt` (may be past the last one)."""
         e = self.e
-        off = gpu.i64(e, e.op(f"arith.shli {kt}, {e.const(6, 'i32')} : i32"))
+        return e.op(f"arith.addi {e.op(f'arith.muli {kt}, {e.i32(self.s.warps_k)} : i32')}, {self.kw} : i32", "sb")
+
+    def _load_w(self, kt: str) -> list[str]:
+        """The 16 bytes of this warp's superblock in iteration `kt` for each of its n8 tiles (64 bytes a
+        superblock row); past the last superblock it rereads the last one (A is zero there)."""
+        e = self.e
+        sb = e.op(f"arith.minui {self._superblock(kt)}, {e.i32(self.tiles - 1)} : i32")
+        off = gpu.i64(e, e.op(f"arith.shli {sb}, {e.const(6, 'i32')} : i32"))
         words = []
         for _, row in self.w_rows:
             words += gpu.load_streaming_16(e, gpu.gep(e, row, off, gpu.GLOBAL), self.policy)
@@ -161,28 +189,27 @@ class MatmulKernel:
         """Issues the copy of A's superblock `kt` (rows m0.., zero past m, K and the last tile)."""
         e, s, cfg = self.e, self.s, self.cfg
         per_chunk = 16 // self.abytes if self.a_vector else 1
-        per_row = self.SB // per_chunk
+        per_row = self.KB // per_chunk
         total = s.block_m * per_row
         stage_idx = e.const(stage, "i32") if stage is not None else e.op(f"arith.remui {kt}, {e.const(s.stages, 'i32')} : i32")
         stage_base = e.op(f"arith.muli {stage_idx}, {e.const(self.stage_bytes, 'i32')} : i32")
-        in_tiles = e.op(f"arith.cmpi ult, {kt}, {e.const(self.tiles, 'i32')} : i32")
-        k_tile = e.op(f"arith.muli {kt}, {e.const(self.SB, 'i32')} : i32")
+        k_tile = e.op(f"arith.muli {kt}, {e.const(self.KB, 'i32')} : i32")
         for it in range(math.ceil(total / THREADS)):
             c = e.op(f"arith.addi {self.tid}, {e.const(it * THREADS, 'i32')} : i32", "chunk")
             if total % THREADS and it == total // THREADS:  # the last round has idle threads
                 with e.region(f"scf.if {e.op(f'arith.cmpi ult, {c}, {e.i32(total)} : i32')} {{"):
-                    self._copy_a_chunk(c, per_row, per_chunk, k_tile, in_tiles, stage_base)
+                    self._copy_a_chunk(c, per_row, per_chunk, k_tile, stage_base)
             else:
-                self._copy_a_chunk(c, per_row, per_chunk, k_tile, in_tiles, stage_base)
+                self._copy_a_chunk(c, per_row, per_chunk, k_tile, stage_base)
 
-    def _copy_a_chunk(self, c, per_row, per_chunk, k_tile, in_tiles, stage_base):
+    def _copy_a_chunk(self, c, per_row, per_chunk, k_tile, stage_base):
+        """One chunk of the A copy; zero past m and K (which covers iterations past the last one)."""
         e = self.e
         row = e.op(f"arith.divui {c}, {e.const(per_row, 'i32')} : i32")
         col = e.op(f"arith.muli {e.op(f'arith.remui {c}, {e.i32(per_row)} : i32')}, {e.const(per_chunk, 'i32')} : i32")
         grow = e.op(f"arith.addi {self.m_block}, {row} : i32")
         gk = e.op(f"arith.addi {k_tile}, {col} : i32")
         valid = e.op(f"arith.andi {e.op(f'arith.cmpi ult, {grow}, %m : i32')}, {e.op(f'arith.cmpi ult, {gk}, {e.i32(self.K)} : i32')} : i1")
-        valid = e.op(f"arith.andi {valid}, {in_tiles} : i1")
         elem = e.op(f"arith.addi {e.op(f'arith.muli {gpu.i64(e, grow)}, {e.i64(self.K)} : i64')}, {gpu.i64(e, gk)} : i64")
         src_off = e.op(f"arith.muli {elem}, {e.const(self.abytes, 'i64')} : i64")
         src_off = e.op(f"arith.select {valid}, {src_off}, {e.const(0, 'i64')} : i64")
@@ -199,7 +226,7 @@ class MatmulKernel:
             v = e.op(f"arith.select {valid}, {v}, {e.const(0 if self.int8 else 0.0, a_ty)} : {a_ty}")
             gpu.store(e, v, dst, a_ty, gpu.SHARED)
 
-    def _group_params(self, kt: str, nt: int, steps: int) -> list:
+    def _group_params(self, sb: str, nt: int, steps: int) -> list:
         """Per mma step: (scale, zero) splatted to vector<2xf16>, or None without scaling."""
         cfg, e = self.cfg, self.e
         if not cfg["with_scaling"]:
@@ -214,13 +241,13 @@ class MatmulKernel:
             else:
                 key = step
             if key not in cache:
-                cache[key] = self._load_group(self._group_index(kt, step), nt)
+                cache[key] = self._load_group(self._group_index(sb, step), nt)
             out.append(cache[key])
         return out
 
-    def _group_index(self, kt: str, step: int) -> str:
+    def _group_index(self, sb: str, step: int) -> str:
         e = self.e
-        k = e.op(f"arith.addi {e.op(f'arith.muli {kt}, {e.i32(self.SB)} : i32')}, {e.const(self.layout.mma_k * step, 'i32')} : i32")
+        k = e.op(f"arith.addi {e.op(f'arith.muli {sb}, {e.i32(self.SB)} : i32')}, {e.const(self.layout.mma_k * step, 'i32')} : i32")
         gidx = e.op(f"arith.divui {k}, {e.const(self.G, 'i32')} : i32")
         return e.op(f"arith.minui {gidx}, {e.const(self.groups - 1, 'i32')} : i32", "gidx")
 
@@ -249,45 +276,80 @@ class MatmulKernel:
         steps = self.SB // self.layout.mma_k
         stage = e.op(f"arith.remui {kt}, {e.const(s.stages, 'i32')} : i32")
         stage_base = e.op(f"arith.addi {e.op(f'arith.muli {stage}, {e.i32(self.stage_bytes)} : i32')}, {self.ldm_offset} : i32")
+        sb = self._superblock(kt)
         b_regs = []  # per n8 tile: every B register of the superblock, in step order
         for nt in range(s.warp_n_tiles):
             regs = []
             for word in w_words[4 * nt: 4 * nt + 4]:
                 regs += decode_word_s8(e, word, cfg["W_dtype"]) if self.int8 else \
                     decode_word_f16(e, word, cfg["W_dtype"], getattr(self, "lut", None))
-            params = self._group_params(kt, nt, steps)
+            params = self._group_params(sb, nt, steps)
             if not self.int8 and cfg["with_scaling"]:
                 regs = [dequantize(e, r, gpu.F16X2, cfg["zeros_mode"], *params[i // 2]) for i, r in enumerate(regs)]
             b_regs.append(regs)
         accs = list(accs)
         for step in range(steps):
             a_frags = []
-            for mt in range(s.block_m // 16):
+            for mt in range(self.m_tiles):
                 off = e.op(f"arith.addi {stage_base}, {e.const(mt * 16 * self.row_bytes + step * 32, 'i32')} : i32")
-                a = gpu.ldmatrix_x4(e, gpu.gep(e, self.smem, off, gpu.SHARED, "i32"))
+                ptr = gpu.gep(e, self.smem, off, gpu.SHARED, "i32")
+                if self.half:
+                    low, high = gpu.ldmatrix(e, ptr, 2)
+                    a = [low, e.i32(0), high, e.i32(0)]
+                else:
+                    a = gpu.ldmatrix_x4(e, ptr)
                 a_frags.append(a if self.int8 else [e.op(f"llvm.bitcast {x} : i32 to vector<2xf16>") for x in a])
             for nt in range(s.warp_n_tiles):
                 b = b_regs[nt][2 * step: 2 * step + 2]
-                for mt in range(s.block_m // 16):
+                for mt in range(self.m_tiles):
                     i = (mt * s.warp_n_tiles + nt) * n_acc
                     accs[i:i + n_acc] = gpu.mma(e, self.kind, a_frags[mt], b, accs[i:i + n_acc])
         return accs
 
-    def _epilogue(self, accs: list[str], n_acc: int):
-        """acc (+ bias) -> out_dtype, stored where row < m and col < N."""
+    def _reduce_k(self, values: list[str]) -> list[str]:
+        """Sums the partial results of the K-split warps through shared memory (into warp kw = 0)."""
+        e, s = self.e, self.s
+        if s.warps_k == 1:
+            return values
+        ty, n = ("i32" if self.int8 else "f32"), len(values)
+        assert (s.warps_k - 1) * s.warps_n * n * 32 * 4 <= s.stages * self.stage_bytes
+        gpu.barrier(e)  # every warp is done reading A: reuse its shared memory
+
+        def slot(kw_minus_1: str, i: int) -> str:  # [kw - 1][wn][value][lane] words: conflict-free
+            row = e.op(f"arith.addi {e.op(f'arith.muli {kw_minus_1}, {e.i32(s.warps_n)} : i32')}, {self.wn} : i32")
+            word = e.op(f"arith.addi {e.op(f'arith.muli {row}, {e.i32(n * 32)} : i32')}, {self.lane} : i32")
+            word = e.op(f"arith.addi {word}, {e.i32(i * 32)} : i32")
+            return gpu.gep(e, self.smem, e.op(f"arith.shli {word}, {e.i32(2)} : i32"), gpu.SHARED, "i32")
+
+        with e.region(f"scf.if {e.op(f'arith.cmpi ugt, {self.kw}, {e.i32(0)} : i32')} {{"):
+            mine = e.op(f"arith.subi {self.kw}, {e.i32(1)} : i32")
+            for i, v in enumerate(values):
+                gpu.store(e, v, slot(mine, i), ty, gpu.SHARED)
+        gpu.barrier(e)
+        add = "arith.addf" if ty == "f32" else "arith.addi"
+        total = list(values)
+        for other in range(s.warps_k - 1):
+            for i in range(n):
+                total[i] = e.op(f"{add} {total[i]}, {gpu.load(e, slot(e.i32(other), i), ty, gpu.SHARED)} : {ty}")
+        return total
+
+    def _epilogue(self, values: list[str], n_acc: int):
+        """acc (+ bias) -> out_dtype, stored by the kw = 0 warps where row < m and col < N."""
         e, s, cfg = self.e, self.s, self.cfg
         out_ty = mlir_type(cfg["out_dtype"])
         col0 = e.op(f"arith.addi {self.n_warp}, {e.op(f'arith.shli {self.q}, {e.i32(1)} : i32')} : i32")
         row0 = e.op(f"arith.addi {self.m_block}, {self.g} : i32")
-        for mt in range(s.block_m // 16):
+        first = e.op(f"arith.cmpi eq, {self.kw}, {e.i32(0)} : i32")
+        per_tile = 2 if self.half else 4
+        for mt in range(self.m_tiles):
             for nt in range(s.warp_n_tiles):
-                i = (mt * s.warp_n_tiles + nt) * n_acc
-                values = self._acc_values(accs[i:i + n_acc])
-                for idx, v in enumerate(values):  # (row g | g+8) x (col 2q | 2q+1)
+                i = (mt * s.warp_n_tiles + nt) * per_tile
+                for idx, v in enumerate(values[i:i + per_tile]):  # (row g | g+8) x (col 2q | 2q+1)
                     row = e.op(f"arith.addi {row0}, {e.const(16 * mt + 8 * (idx // 2), 'i32')} : i32")
                     col = e.op(f"arith.addi {col0}, {e.const(8 * nt + idx % 2, 'i32')} : i32")
                     ok = e.op(f"arith.andi {e.op(f'arith.cmpi ult, {row}, %m : i32')}, "
                               f"{e.op(f'arith.cmpi ult, {col}, {e.i32(self.N)} : i32')} : i1")
+                    ok = e.op(f"arith.andi {ok}, {first} : i1")
                     with e.region(f"scf.if {ok} {{"):
                         result = self._convert_out(v, col, out_ty)
                         idx64 = e.op(f"arith.addi {e.op(f'arith.muli {gpu.i64(e, row)}, {e.i64(self.N)} : i64')}, {gpu.i64(e, col)} : i64")
@@ -295,11 +357,13 @@ class MatmulKernel:
                         gpu.store(e, result, gpu.gep(e, "%out", off, gpu.GLOBAL), out_ty)
 
     def _acc_values(self, acc: list[str]) -> list[str]:
-        """Accumulator registers as 4 scalars in (g, 2q), (g, 2q+1), (g+8, 2q), (g+8, 2q+1) order."""
+        """Accumulators as f32 (float A) or i32 scalars, 4 per mma tile in (g, 2q), (g, 2q+1), (g+8, 2q),
+        (g+8, 2q+1) order."""
         e = self.e
         if self.kind != "f16.f16":
-            return acc
-        return [e.op(f"llvm.extractelement {reg}[{e.const(j, 'i32')} : i32] : vector<2xf16>") for reg in acc for j in (0, 1)]
+            return list(acc)
+        halves = [e.op(f"llvm.extractelement {reg}[{e.i32(j)} : i32] : vector<2xf16>") for reg in acc for j in (0, 1)]
+        return [e.op(f"arith.extf {h} : f16 to f32") for h in halves]
 
     def _convert_out(self, v: str, col: str, out_ty: str) -> str:
         e, cfg = self.e, self.cfg
@@ -308,7 +372,6 @@ class MatmulKernel:
             bias_ty = "i32" if out_ty in ("i8", "i32") else out_ty
             off = e.op(f"arith.muli {gpu.i64(e, col)}, {e.const(ELEM_BYTES[bias_ty], 'i64')} : i64")
             bias_ptr = (gpu.gep(e, "%bias", off, gpu.GLOBAL), bias_ty)
-        acc_elem = {"f16.f32": "f32", "s8.s32": "i32", "f16.f16": "f16"}[self.kind]
         if out_ty in ("i8", "i32"):
             if bias_ptr:
                 v = e.op(f"arith.addi {v}, {gpu.load(e, *bias_ptr)} : i32")
@@ -317,11 +380,7 @@ class MatmulKernel:
                 v = e.op(f"arith.minsi {v}, {e.const(127, 'i32')} : i32")
                 v = e.op(f"arith.trunci {v} : i32 to i8")
             return v
-        f = {"f32": v, "f16": None, "i32": None}[acc_elem]
-        if acc_elem == "f16":
-            f = e.op(f"arith.extf {v} : f16 to f32")
-        elif acc_elem == "i32":
-            f = e.op(f"arith.sitofp {v} : i32 to f32")
+        f = e.op(f"arith.sitofp {v} : i32 to f32") if self.int8 else v
         if bias_ptr:
             b = gpu.load(e, *bias_ptr)
             b = b if bias_ptr[1] == "f32" else e.op(f"arith.extf {b} : f16 to f32")
@@ -347,7 +406,7 @@ def read_schedule(op: ir.Operation) -> MatmulSchedule:
         raise ValueError("lowbit.matmul needs a `lowbit.schedule` attribute for the GPU lowering "
                          "(lowbit compile adds the default one; see lowbit.compiler.schedule)")
     d = ir.DictAttr(op.attributes["lowbit.schedule"])
-    sched = MatmulSchedule(**{f: ir.IntegerAttr(d[f]).value for f in ("block_m", "warp_n_tiles", "stages")})
+    sched = MatmulSchedule(**{f.name: ir.IntegerAttr(d[f.name]).value for f in fields(MatmulSchedule)})
     sched.check()
     return sched
 

@@ -1,14 +1,19 @@
 """Loads PTX through the CUDA driver (cuda-python) and launches kernels on torch's current stream.
 
-Kernels use the bare-pointer ABI: one pointer per tensor, then the row count m as an i32.
+Kernels use the bare-pointer ABI: one pointer per tensor, then i32 scalars (the row count m of a matmul).
+A kernel using more than 48 KB of dynamic shared memory is opted into it when loaded.
 Needs no MLIR.
 """
 from __future__ import annotations
 
 import ctypes
+import functools
 
 import torch
 from cuda.bindings import driver
+
+
+STATIC_SHARED_LIMIT = 48 * 1024  # shared memory a launch may use without cuFuncSetAttribute
 
 
 class CudaError(RuntimeError):
@@ -36,19 +41,56 @@ def _ensure_context(device: torch.device) -> None:
 
 
 class CudaKernel:
-    """One kernel of a PTX module, loaded on one device."""
+    """One kernel of a PTX module, loaded on one device. Launch parameters are pointers then i32
+    scalars; their buffer is built at the first launch and refilled after (the driver copies it at
+    launch), which keeps the host cost of a launch to a few microseconds."""
 
     def __init__(self, ptx: str, name: str, device: torch.device, threads: int, shared_bytes: int = 0):
-        self.device, self.threads, self.shared_bytes = device, threads, shared_bytes
+        self.device, self.index, self.threads, self.shared_bytes = device, device.index, threads, shared_bytes
         with torch.cuda.device(device):
             _ensure_context(device)
             self.module = check(driver.cuModuleLoadData(ptx.encode() + b"\0"))
             self.function = check(driver.cuModuleGetFunction(self.module, name.encode()))
+            if shared_bytes > STATIC_SHARED_LIMIT:  # dynamic shared memory beyond 48 KB must be opted into
+                attr = driver.CUfunction_attribute
+                check(driver.cuFuncSetAttribute(self.function, attr.CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                                                shared_bytes))
+                # prefer the largest shared-memory carveout so that several such blocks fit on an SM
+                check(driver.cuFuncSetAttribute(self.function,
+                                                attr.CU_FUNC_ATTRIBUTE_PREFERRED_SHARED_MEMORY_CARVEOUT, 100))
+        self._handle = int(self.function)
+        self._values: list = []
+
+    def _param_buffer(self, n_pointers: int, n_scalars: int) -> list:
+        if len(self._values) != n_pointers + n_scalars:
+            self._values = [ctypes.c_void_p() for _ in range(n_pointers)] + [ctypes.c_int32() for _ in range(n_scalars)]
+            self._params = (ctypes.c_void_p * len(self._values))(*[ctypes.addressof(v) for v in self._values])
+            self._params_address = ctypes.addressof(self._params)
+        return self._values
 
     def launch(self, grid, pointers, scalars_i32=()) -> None:
-        values = tuple(pointers) + tuple(scalars_i32)
-        types = (ctypes.c_void_p,) * len(pointers) + (ctypes.c_int32,) * len(scalars_i32)
-        stream = torch.cuda.current_stream(self.device).cuda_stream
-        with torch.cuda.device(self.device):
-            check(driver.cuLaunchKernel(self.function, *grid, self.threads, 1, 1, self.shared_bytes,
-                                        driver.CUstream(stream), (values, types), 0))
+        for slot, value in zip(self._param_buffer(len(pointers), len(scalars_i32)), (*pointers, *scalars_i32)):
+            slot.value = value
+        if torch.cuda.current_device() == self.index:
+            self._launch(grid)
+        else:  # the driver launches into the current context: make it the tensors' device's
+            with torch.cuda.device(self.index):
+                self._launch(grid)
+
+    def _launch(self, grid) -> None:
+        # straight into libcuda: cuda-python's marshalling costs ~5 us a launch, this ~1 us
+        stream = torch._C._cuda_getCurrentRawStream(self.index)
+        err = _libcuda_launch()(self._handle, grid[0], grid[1], grid[2], self.threads, 1, 1, self.shared_bytes,
+                              stream, self._params_address, None)
+        if err:
+            check(driver.CUresult(err))
+
+
+@functools.lru_cache(maxsize=None)
+def _libcuda_launch():
+    """libcuda's cuLaunchKernel through ctypes (the library cuda-python itself loaded)."""
+    lib = ctypes.CDLL("libcuda.so.1")
+    fn = lib.cuLaunchKernel
+    fn.argtypes = [ctypes.c_void_p] + [ctypes.c_uint] * 7 + [ctypes.c_void_p] * 3
+    fn.restype = ctypes.c_int
+    return fn

@@ -73,12 +73,19 @@ def barrier(e: Emitter) -> None:
     e.line("nvvm.barrier0")
 
 
-def ldmatrix_x4(e: Emitter, ptr: str) -> list[str]:
-    """Four 8x8 b16 matrices from shared memory: the A fragment of one mma."""
-    s = e.op(f"nvvm.ldmatrix {ptr} {{num = 4 : i32, layout = #nvvm.mma_layout<row>, shape = "
+def ldmatrix(e: Emitter, ptr: str, num: int = 4) -> list[str]:
+    """`num` (1, 2 or 4) 8x8 b16 matrices from shared memory; with 4, the A fragment of one mma."""
+    struct = f"!llvm.struct<({', '.join(['i32'] * num)})>" if num > 1 else "i32"
+    s = e.op(f"nvvm.ldmatrix {ptr} {{num = {num} : i32, layout = #nvvm.mma_layout<row>, shape = "
              f"#nvvm.ld_st_matrix_shape<m = 8, n = 8>, eltType = #nvvm.ld_st_matrix_elt_type<b16>}} : "
-             f"({SHARED}) -> {STRUCT4['i32']}", "ldm")
-    return [e.op(f"llvm.extractvalue {s}[{i}] : {STRUCT4['i32']}", "a") for i in range(4)]
+             f"({SHARED}) -> {struct}", "ldm")
+    if num == 1:
+        return [s]
+    return [e.op(f"llvm.extractvalue {s}[{i}] : {struct}", "a") for i in range(num)]
+
+
+def ldmatrix_x4(e: Emitter, ptr: str) -> list[str]:
+    return ldmatrix(e, ptr, 4)
 
 
 def mma(e: Emitter, kind: str, a: Sequence[str], b: Sequence[str], c: Sequence[str]) -> list[str]:
@@ -106,3 +113,41 @@ def prmt(e: Emitter, a: str, b: str, selector: int) -> str:
 
 LUT_AND_OR = 0xF0 & 0xCC | 0xAA  # (a & b) | c
 LUT_AND_XOR = (0xF0 & 0xCC) ^ 0xAA  # (a & b) ^ c
+
+
+# -- attention building blocks (added for lowbit-lower-attention-to-gpu) --
+
+def ldmatrix_x4_trans(e: Emitter, ptr: str) -> list[str]:
+    """Four transposed 8x8 b16 matrices from shared memory: lane 4*g + q gets rows 2q, 2q+1 of column g of
+    each matrix, i.e. the B fragments of one mma from a [k][n] (row-major over k) tile."""
+    s = e.op(f"nvvm.ldmatrix {ptr} {{num = 4 : i32, layout = #nvvm.mma_layout<col>, shape = "
+             f"#nvvm.ld_st_matrix_shape<m = 8, n = 8>, eltType = #nvvm.ld_st_matrix_elt_type<b16>}} : "
+             f"({SHARED}) -> {STRUCT4['i32']}", "ldt")
+    return [e.op(f"llvm.extractvalue {s}[{i}] : {STRUCT4['i32']}", "b") for i in range(4)]
+
+
+def shfl_xor(e: Emitter, value: str, lane_mask: int, ty: str = "f32") -> str:
+    """The `value` of lane (lane ^ lane_mask) across the full warp (shfl.sync.bfly)."""
+    return e.op(f"nvvm.shfl.sync bfly {e.const(-1, 'i32')}, {value}, {e.const(lane_mask, 'i32')}, "
+                f"{e.const(31, 'i32')} : {ty} -> {ty}", "shfl")
+
+
+def exp2_approx(e: Emitter, x: str) -> str:
+    """2^x in f32 with the MUFU ex2.approx.ftz instruction (2^-inf = 0)."""
+    return e.op(f'llvm.call_intrinsic "llvm.nvvm.ex2.approx.ftz.f"({x}) : (f32) -> f32', "ex2")
+
+
+def fma_f32(e: Emitter, a: str, b: str, c: str) -> str:
+    """a * b + c, fused (fma.rn.f32)."""
+    return e.op(f"llvm.intr.fma({a}, {b}, {c}) : (f32, f32, f32) -> f32", "fma")
+
+
+def pack_f16x2(e: Emitter, lo: str, hi: str) -> str:
+    """Two f32 rounded to nearest into one vector<2xf16> (cvt.rn.f16x2.f32); `lo` is element 0."""
+    return e.op(f"nvvm.convert.f32x2.to.f16x2 {hi}, {lo} {{rnd = #nvvm.fp_rnd_mode<rn>}} : {F16X2}", "h2")
+
+
+def dynamic_shared_global(name: str) -> str:
+    """The declaration of a kernel's dynamic shared memory (`.extern .shared .b8 name[]`); its size is
+    given at launch (and above 48 KB opted into with cuFuncSetAttribute)."""
+    return f"llvm.mlir.global external @{name}() {{addr_space = 3 : i32, alignment = 16 : i64}} : !llvm.array<0 x i8>"

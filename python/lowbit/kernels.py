@@ -26,12 +26,13 @@ def _cpu_kernel(options: CompileOptions):
     return CpuKernel(lower_cpu(module, "llvm"), name, options.opt_level)
 
 
-def kernel_for(op: str, config, device: torch.device, bucket: int = None):
-    """The kernel of `config` for `device`; on the CPU one kernel serves every M bucket."""
+def kernel_for(op: str, config, device: torch.device, bucket: int = None, schedule: tuple = ()):
+    """The kernel of `config` for `device`; on the CPU one kernel serves every M bucket (and GPU
+    schedule overrides do not apply)."""
     if device.type == "cpu":
         return _cpu_kernel(CompileOptions(op, CompileOptions.freeze(config.as_dict()), "cpu"))
     if device.type == "cuda":
         from lowbit.runtime.gpu_kernels import gpu_kernel
 
-        return gpu_kernel(op, config, device, bucket)
+        return gpu_kernel(op, config, device, bucket, schedule)
     raise ValueError(f"tensors on device type {device.type!r} are not supported; allowed: cpu, cuda")

@@ -17,11 +17,25 @@ from lowbit.kernels import kernel_for
 class Matmul:
     """`Matmul(config)`; `op(A, W, scale=None, zeros=None, bias=None, output=None)` -> output."""
 
-    def __init__(self, config: MatmulConfig):
+    def __init__(self, config: MatmulConfig, schedule: Optional[dict] = None):
+        """`schedule` overrides fields of the GPU schedule of every M bucket (see lowbit.compiler.schedule)."""
         if not isinstance(config, MatmulConfig):
             raise TypeError(f"config must be a MatmulConfig, got {type(config).__name__}")
         self.config = config
+        self.schedule = tuple(sorted((schedule or {}).items()))
+        self._kernels: dict = {}  # (device, M bucket) -> kernel
+        if schedule:  # validate the overrides now, not at the first launch
+            from lowbit.compiler.schedule import matmul_schedule
+
+            for bucket in config.buckets:
+                matmul_schedule(config, bucket, "sm_90a", **schedule)
         self._shapes = matmul_shapes(config)
+        # forward's inputs after A, by their SPEC names: (shape, dtype)
+        self._operands = {name: self._shapes[key] for name, key in
+                          (("W", "w"), ("scale", "scale"), ("zeros", "zeros"), ("bias", "bias")) if key in self._shapes}
+
+    def __getstate__(self):  # kernels are rebuilt (or loaded from the cache) after unpickling
+        return {**self.__dict__, "_kernels": {}}
 
     def __getattr__(self, name):  # every config field and property, as SPEC.md lists them
         if name != "config" and hasattr(MatmulConfig, name) or name in MatmulConfig.__dataclass_fields__:
@@ -33,6 +47,10 @@ class Matmul:
         """Logical tensors -> what `forward` expects. Returns the packed weight alone, or a list
         `[weight, scale?, zeros?, bias?]` when any of the others is given."""
         cfg = self.config
+        if zeros is not None and not cfg.with_zeros or scale is not None and not cfg.with_scaling:
+            raise ValueError("scale/zeros were given but the config has with_scaling/with_zeros off")
+        if bias is not None and not cfg.with_bias:
+            raise ValueError("bias was given but the config has with_bias=False")
         w = self._transform_w(weight)
         extras = []
         if scale is not None:
@@ -43,10 +61,6 @@ class Matmul:
             extras.append(self._cast("bias", bias, self._shapes.get("bias")))
         if scale is None and zeros is None and bias is None:
             return w
-        if zeros is not None and not cfg.with_zeros or scale is not None and not cfg.with_scaling:
-            raise ValueError("scale/zeros were given but the config has with_scaling/with_zeros off")
-        if bias is not None and not cfg.with_bias:
-            raise ValueError("bias was given but the config has with_bias=False")
         return [w] + extras
 
     def _transform_w(self, weight) -> torch.Tensor:
@@ -87,8 +101,14 @@ class Matmul:
         if cfg.zeros_mode != "quantized":
             return self._float16("zeros", zeros, self._shapes["zeros"])
         groups = cfg.K // cfg.group
-        if isinstance(zeros, torch.Tensor) and list(zeros.shape) == [cfg.N, groups] and not zeros.is_floating_point():
+        if isinstance(zeros, torch.Tensor) and list(zeros.shape) == [cfg.N, groups]:
+            if zeros.is_floating_point():
+                raise TypeError(f"quantized zeros given as codes [N, K//G] must have an integer dtype, got {zeros.dtype}")
             return formats.pack_zeros_quantized(zeros.cpu(), cfg.bits).to(zeros.device)
+        packed_shape = list(self._shapes["zeros"][0])
+        if isinstance(zeros, torch.Tensor) and list(zeros.shape) != packed_shape:
+            raise ValueError(f"quantized zeros must be integer codes of shape [N, K//G] = [{cfg.N}, {groups}] or "
+                             f"packed int8 of shape {packed_shape}, got shape {list(zeros.shape)}")
         check_tensor("zeros", zeros, "int8", self._shapes["zeros"][0])  # already packed
         return zeros
 
@@ -99,28 +119,35 @@ class Matmul:
         if A.dim() < 1 or A.shape[-1] != cfg.K:
             raise ValueError(f"A must have shape [..., K={cfg.K}], got {list(A.shape)}")
         device = A.device
-        m = math.prod(A.shape[:-1])
-        given = {"w": W, "scale": scale, "zeros": zeros, "bias": bias}
-        names = {"w": "W", "scale": "scale", "zeros": "zeros", "bias": "bias"}
-        for key, t in given.items():
-            if key in self._shapes:
-                if t is None:
-                    raise ValueError(f"{names[key]} is required by this config")
-                shape, dtype = self._shapes[key]
-                check_tensor(names[key], t, dtype, shape, device)
-            elif t is not None:
-                raise ValueError(f"{names[key]} was given but this config takes none (see with_scaling/with_zeros/with_bias)")
+        operands = [A]
+        for name, t in (("W", W), ("scale", scale), ("zeros", zeros), ("bias", bias)):
+            expected = self._operands.get(name)
+            if expected is None:
+                if t is not None:
+                    raise ValueError(f"{name} was given but this config takes none (see with_scaling/with_zeros/with_bias)")
+                continue
+            if t is None:
+                raise ValueError(f"{name} is required by this config")
+            check_tensor(name, t, expected[1], expected[0], device)
+            operands.append(t)
         out_shape = (*A.shape[:-1], cfg.N)
         if output is None:
             output = torch.empty(out_shape, dtype=TORCH_DTYPES[cfg.out_dtype], device=device)
         else:
             check_tensor("output", output, cfg.out_dtype, out_shape, device)
+        m = A.numel() // cfg.K if cfg.K else 0
         if m == 0:
             return output
-        bucket = cfg.bucket_for(m)
-        kernel = kernel_for("matmul", cfg, device, bucket)
-        args = [A.view(m, cfg.K)] + [t for k, t in given.items() if k in self._shapes] + [output.view(m, cfg.N)]
-        kernel(args)
+        key = (device, cfg.bucket_for(m))
+        kernel = self._kernels.get(key)
+        if kernel is None:
+            kernel = self._kernels[key] = kernel_for("matmul", cfg, device, key[1], self.schedule)
+        operands.append(output)
+        if device.type == "cuda":
+            kernel.launch([t.data_ptr() for t in operands], m)
+        else:
+            operands[0], operands[-1] = A.view(m, cfg.K), output.view(m, cfg.N)
+            kernel(operands)
         return output
 
     __call__ = forward

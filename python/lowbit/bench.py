@@ -1,0 +1,268 @@
+"""`lowbit bench matmul`: lowbit kernels against cuBLAS fp16 and torch's int4 kernel, one run on the GPU.
+
+Times are `triton.testing.do_bench` medians (it warms up and flushes L2 between calls); weights also
+rotate over copies that together exceed 2x the L2, so no call finds its weight in cache.
+"""
+from __future__ import annotations
+
+import datetime
+import math
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+SHAPES = ((8192, 8192), (28672, 8192), (8192, 28672))
+MS = (1, 16, 64, 256, 4096)
+ROTATE_BYTES = 120e6  # > 2x the H100's 50 MB L2
+
+VARIANTS = {
+    "W_UINT4 A_FP16 g128 zeros": dict(W_dtype="uint4", with_scaling=True, with_zeros=True, group_size=128,
+                                      zeros_mode="original"),
+    "W_INT4 A_FP16 g128": dict(W_dtype="int4", with_scaling=True, group_size=128),
+    "W_INT2 A_FP16": dict(W_dtype="int2"),
+    "W_NF4 A_FP16": dict(W_dtype="nf4"),
+    "W_INT8 A_INT8": dict(W_dtype="int8", A_dtype="int8", accum_dtype="int32", out_dtype="int32"),
+    "W_INT2 A_INT8": dict(W_dtype="int2", A_dtype="int8", accum_dtype="int32", out_dtype="int32"),
+    "W_FP16 A_FP16": dict(W_dtype="float16"),
+}
+
+
+def _median_us(fn) -> float:
+    from triton.testing import do_bench
+
+    return do_bench(fn, warmup=25, rep=100, return_mode="median") * 1e3
+
+
+def copy_bandwidth() -> float:
+    """Measured device-to-device copy bandwidth in bytes/s (bytes read plus bytes written)."""
+    src = torch.empty(1 << 30, dtype=torch.uint8, device="cuda")
+    dst = torch.empty_like(src)
+    return 2 * src.numel() / (_median_us(lambda: dst.copy_(src)) * 1e-6)
+
+
+def _rotating(make, nbytes: int) -> list:
+    return [make() for _ in range(max(2, math.ceil(ROTATE_BYTES / max(nbytes, 1))))]
+
+
+def _cycle(fn, items):
+    state = {"i": 0}
+
+    def call():
+        state["i"] = (state["i"] + 1) % len(items)
+        return fn(items[state["i"]])
+
+    return call
+
+
+def _lowbit_case(name: str, fields: dict, m: int, N: int, K: int, schedule=None):
+    """(time in us, weight bytes) of one lowbit variant."""
+    from lowbit import Matmul, MatmulConfig
+    from lowbit.formats import format_of
+
+    cfg = MatmulConfig(M=[m], N=N, K=K, **fields)
+    op = Matmul(cfg, schedule=schedule)
+    fmt = format_of(cfg.W_dtype)
+    g = torch.Generator(device="cuda").manual_seed(0)
+    if cfg.W_dtype == "float16":
+        logical = torch.randn(N, K, device="cuda", generator=g)
+    else:
+        lo, hi = fmt.lo, fmt.hi
+        logical = torch.randint(lo, hi + 1, (N, K), device="cuda", generator=g)
+    extras = {}
+    if cfg.with_scaling:
+        extras["scale"] = (torch.rand(N, K // cfg.group, device="cuda", generator=g) * 0.01).half()
+    if cfg.with_zeros:
+        extras["zeros"] = (torch.rand(N, K // cfg.group, device="cuda", generator=g) * 8).half()
+    packed = op.transform_weight(logical, **extras)
+    W, *rest = packed if isinstance(packed, list) else [packed]
+    kw = dict(zip([k for k in ("scale", "zeros") if k in extras], rest))
+    wbytes = W.numel() * W.element_size() + sum(t.numel() * t.element_size() for t in kw.values())
+    copies = _rotating(lambda: (W.clone(), {k: v.clone() for k, v in kw.items()}), wbytes)
+    if cfg.A_dtype == "int8":
+        A = torch.randint(-128, 128, (m, K), device="cuda", dtype=torch.int8, generator=g)
+    else:
+        A = torch.randn(m, K, device="cuda", generator=g).half()
+    out = torch.empty(m, N, device="cuda", dtype=getattr(torch, cfg.out_dtype))
+    return _median_us(_cycle(lambda c: op(A, c[0], output=out, **c[1]), copies)), wbytes
+
+
+def _cublas_fp16(m: int, N: int, K: int) -> float:
+    W = torch.randn(N, K, device="cuda").half()
+    A = torch.randn(m, K, device="cuda").half()
+    copies = _rotating(lambda: W.clone(), W.numel() * 2)
+    return _median_us(_cycle(lambda w: torch.nn.functional.linear(A, w), copies))
+
+
+def _torch_int4(m: int, N: int, K: int) -> float:
+    """torch's tinygemm int4 kernel (bf16 activations, group 128); NaN where this torch lacks it."""
+    try:
+        q = torch.randint(0, 16, (N, K // 2), device="cuda", dtype=torch.uint8)
+        packed = torch.ops.aten._convert_weight_to_int4pack(q, 8)
+        sz = torch.rand(K // 128, N, 2, device="cuda").to(torch.bfloat16)
+        A = torch.randn(m, K, device="cuda").to(torch.bfloat16)
+        copies = _rotating(lambda: packed.clone(), packed.numel() * packed.element_size())
+        return _median_us(_cycle(lambda p: torch.ops.aten._weight_int4pack_mm(A, p, 128, sz), copies))
+    except Exception as err:  # noqa: BLE001 - reported as n/a with the reason
+        print(f"torch int4 kernel unavailable: {err}", file=sys.stderr)
+        return float("nan")
+
+
+def host_overhead_us() -> float:
+    """Wall time per forward from Python on a tiny problem (the GPU never the bottleneck)."""
+    from lowbit import Matmul, MatmulConfig
+
+    cfg = MatmulConfig(M=[1], N=256, K=256, W_dtype="int4", with_scaling=True, group_size=128)
+    op = Matmul(cfg)
+    W, s = op.transform_weight(torch.randint(-8, 8, (256, 256)), scale=torch.rand(256, 2).half())
+    W, s = W.cuda(), s.cuda()
+    A = torch.randn(1, 256, device="cuda").half()
+    out = torch.empty(1, 256, device="cuda").half()
+    for _ in range(50):
+        op(A, W, scale=s, output=out)
+    torch.cuda.synchronize()
+    n = 2000
+    t0 = time.perf_counter()
+    for _ in range(n):
+        op(A, W, scale=s, output=out)
+    t1 = time.perf_counter()
+    torch.cuda.synchronize()
+    return (t1 - t0) / n * 1e6
+
+
+def graph_capture_ok() -> str:
+    """Whether forward can be captured in a CUDA graph and replayed with the right result."""
+    from lowbit import Matmul, MatmulConfig
+
+    cfg = MatmulConfig(M=[16], N=512, K=512, W_dtype="uint4", with_scaling=True, with_zeros=True, group_size=128)
+    op = Matmul(cfg)
+    W, s, z = (t.cuda() for t in op.transform_weight(torch.randint(0, 16, (512, 512)),
+                                                        scale=torch.rand(512, 4).half(), zeros=torch.rand(512, 4).half()))
+    A = torch.randn(16, 512, device="cuda").half()
+    out = torch.empty(16, 512, device="cuda").half()
+    try:
+        op(A, W, scale=s, zeros=z, output=out)
+        expected = out.clone()
+        out.fill_(float("nan"))
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            op(A, W, scale=s, zeros=z, output=out)
+        graph.replay()
+        torch.cuda.synchronize()
+        return "yes" if torch.equal(out, expected) else "no (replay differs)"
+    except Exception as err:  # noqa: BLE001
+        return f"no ({type(err).__name__}: {err})"
+
+
+def build_times() -> tuple:
+    """(first build in s, cached load in ms) of a W_UINT4 g128 kernel, with a fresh cache directory."""
+    from lowbit import Matmul, MatmulConfig
+    from lowbit.runtime import gpu_kernels
+
+    with tempfile.TemporaryDirectory() as d:
+        old = os.environ.get("LOWBIT_CACHE_DIR")
+        os.environ["LOWBIT_CACHE_DIR"] = d
+        try:
+            cfg = MatmulConfig(M=[16], N=4096, K=4096, W_dtype="uint4", with_scaling=True, with_zeros=True,
+                               group_size=128, zeros_mode="original")
+            op = Matmul(cfg)
+            W, s, z = (t.cuda() for t in op.transform_weight(torch.randint(0, 16, (4096, 4096)),
+                                                                scale=torch.rand(4096, 32).half(),
+                                                                zeros=torch.rand(4096, 32).half()))
+            A = torch.randn(16, 4096, device="cuda").half()
+            gpu_kernels._matmul_launcher.cache_clear()
+            t0 = time.perf_counter()
+            op(A, W, scale=s, zeros=z)
+            torch.cuda.synchronize()
+            first = time.perf_counter() - t0
+            gpu_kernels._matmul_launcher.cache_clear()
+            t0 = time.perf_counter()
+            op(A, W, scale=s, zeros=z)
+            torch.cuda.synchronize()
+            cached = time.perf_counter() - t0
+        finally:
+            if old is None:
+                os.environ.pop("LOWBIT_CACHE_DIR")
+            else:
+                os.environ["LOWBIT_CACHE_DIR"] = old
+    return first, cached * 1e3
+
+
+def bench_matmul(shapes=SHAPES, ms=MS, variants=None, out_path: str = "BENCHMARKS.md", schedule=None,
+                 peers: bool = True) -> str:
+    variants = variants or list(VARIANTS)
+    bw = copy_bandwidth()
+    rows = []
+    header = ("| m | N x K | kernel | time (us) | weight GB/s | TFLOP/s | x cuBLAS fp16 | % copy BW |\n"
+              "|---|---|---|---|---|---|---|---|")
+    print(f"measured copy bandwidth: {bw / 1e12:.2f} TB/s")
+    print(header)
+    for N, K in shapes:
+        for m in ms:
+            flops = 2 * m * N * K
+            base = _cublas_fp16(m, N, K)
+            entries = [("cuBLAS fp16 (torch)", base, N * K * 2)]
+            if peers:
+                entries.append(("torch int4 (tinygemm)", _torch_int4(m, N, K), N * K // 2))
+            for name in variants:
+                t, nbytes = _lowbit_case(name, VARIANTS[name], m, N, K, schedule)
+                entries.append((f"lowbit {name}", t, nbytes))
+            for name, t, nbytes in entries:
+                row = (f"| {m} | {N}x{K} | {name} | {t:.1f} | {nbytes / (t * 1e-6) / 1e9:.0f} | "
+                       f"{flops / (t * 1e-6) / 1e12:.1f} | {base / t:.2f} | {100 * nbytes / (t * 1e-6) / bw:.0f} |")
+                rows.append(row)
+                print(row, flush=True)
+    if not peers:  # a tuning run: the table only
+        return "\n".join([header] + rows)
+    overhead = host_overhead_us()
+    graph = graph_capture_ok()
+    first, cached = build_times()
+    extra = (f"- measured copy bandwidth: {bw / 1e12:.2f} TB/s (read + write)\n"
+             f"- host overhead: {overhead:.1f} us per forward (m=1, 256x256, GPU idle)\n"
+             f"- CUDA graph capture of forward: {graph}\n"
+             f"- first build of a kernel: {first:.2f} s; cached load: {cached:.1f} ms\n")
+    print(extra)
+    table = "\n".join([header] + rows)
+    _write_section(out_path, "Matmul", f"{table}\n\n{extra}", "lowbit bench matmul")
+    return table
+
+
+def _write_section(path: str, title: str, body: str, command: str) -> None:
+    """Replaces (or appends) the `## title` section of BENCHMARKS.md."""
+    p = Path(path)
+    text = p.read_text() if p.exists() else "# Benchmarks\n\nAll numbers from one run on the H100 of the device machine.\n"
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"
+    section = (f"## {title}\n\nCommand: `{command}`  \nDate: {datetime.date.today().isoformat()}  \n"
+               f"Device: {device}, torch {torch.__version__}\n\n{body}\n")
+    start = text.find(f"## {title}\n")
+    if start < 0:
+        text = text.rstrip() + "\n\n" + section
+    else:
+        end = text.find("\n## ", start + 1)
+        text = text[:start] + section + (text[end + 1:] if end >= 0 else "")
+    p.write_text(text)
+
+
+def main(argv=None) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="lowbit bench matmul", description=__doc__)
+    parser.add_argument("--ms", default=",".join(map(str, MS)), help="comma-separated m values")
+    parser.add_argument("--shapes", default=",".join(f"{n}x{k}" for n, k in SHAPES), help="NxK,NxK,...")
+    parser.add_argument("--variants", default=None, help="comma-separated lowbit variants (default: all)")
+    parser.add_argument("--out", default="BENCHMARKS.md", help="markdown file whose Matmul section is rewritten")
+    parser.add_argument("--schedule", default="", help="schedule overrides for a tuning run, e.g. "
+                        "warp_n_tiles=4,block_m=8 (prints the table only; BENCHMARKS.md is not written)")
+    args = parser.parse_args(argv)
+    shapes = [tuple(int(x) for x in s.split("x")) for s in args.shapes.split(",")]
+    variants = args.variants.split(",") if args.variants else None
+    schedule = {k: int(v) for k, v in (kv.split("=") for kv in args.schedule.split(",") if kv)}
+    bench_matmul(shapes, [int(m) for m in args.ms.split(",")], variants, args.out, schedule or None,
+                 peers=not schedule)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,301 @@
+"""Bad inputs give a clear TypeError/ValueError naming the culprit, never a crash or a silent result."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lowbit import FlashAtten, FlashAttenConfig, Matmul, MatmulConfig
+from reference import LOGICAL_RANGE, pack_quantized_zeros
+
+BAD = (TypeError, ValueError)
+
+
+@pytest.fixture(scope="module")
+def grouped():
+    """int4 W, group 32 scaling, dynamic M: a valid call and its pieces."""
+    cfg = MatmulConfig(M=[1, 16], N=64, K=128, W_dtype="int4", with_scaling=True, group_size=32)
+    op = Matmul(cfg)
+    g = torch.Generator().manual_seed(1)
+    W = op.transform_weight(torch.randint(-8, 8, (64, 128), generator=g))
+    scale = torch.rand(64, 4, generator=g).to(torch.float16)
+    A = torch.randn(3, 128, generator=g).to(torch.float16)
+    op(A, W, scale=scale)  # the valid call works (and the kernel is built once for the module)
+    return op, A, W, scale
+
+
+def expect(exc, words, fn):
+    with pytest.raises(exc) as info:
+        fn()
+    msg = str(info.value)
+    for w in words:
+        assert w in msg, f"message {msg!r} lacks {w!r}"
+    return msg
+
+
+# ------------------------------------------------------------------------------------------ forward: A
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.int8, torch.float64])
+def test_A_wrong_dtype(grouped, dtype):
+    op, A, W, s = grouped
+    expect(TypeError, ["A", "float16", str(dtype).split(".")[-1]], lambda: op(A.to(dtype), W, scale=s))
+
+
+def test_A_int8_config_rejects_float16_A():
+    cfg = MatmulConfig(N=32, K=64, A_dtype="int8", W_dtype="int8", accum_dtype="int32", out_dtype="int32")
+    op = Matmul(cfg)
+    W = op.transform_weight(torch.zeros(32, 64, dtype=torch.int64))
+    expect(TypeError, ["A", "int8"], lambda: op(torch.zeros(2, 64, dtype=torch.float16), W))
+
+
+@pytest.mark.parametrize("shape", [(3, 64), (3, 129), (128,), (3, 128, 1), ()])
+def test_A_wrong_shape(grouped, shape):
+    op, A, W, s = grouped
+    bad = torch.zeros(shape, dtype=torch.float16)
+    if shape == (128,):  # a 1-D A of length K is m=1 and valid
+        out = op(bad, W, scale=s)
+        assert tuple(out.shape) == (64,)
+        return
+    expect(ValueError, ["A", "128"], lambda: op(bad, W, scale=s))
+
+
+def test_A_not_a_tensor(grouped):
+    op, A, W, s = grouped
+    expect(TypeError, ["A", "Tensor"], lambda: op(A.numpy(), W, scale=s))
+
+
+def test_A_non_contiguous(grouped):
+    op, A, W, s = grouped
+    At = torch.zeros(128, 3, dtype=torch.float16).t()
+    assert not At.is_contiguous()
+    expect(ValueError, ["A", "contiguous"], lambda: op(At, W, scale=s))
+    strided = torch.zeros(3, 256, dtype=torch.float16)[:, ::2]
+    expect(ValueError, ["A", "contiguous"], lambda: op(strided, W, scale=s))
+
+
+# ------------------------------------------------------------------------------------------ forward: W, scale, zeros, bias
+
+
+def test_W_wrong_shape_and_dtype(grouped):
+    op, A, W, s = grouped
+    expect(ValueError, ["W", "64"], lambda: op(A, W[:32].contiguous(), scale=s))
+    expect(ValueError, ["W"], lambda: op(A, torch.zeros(64, 128, dtype=torch.int8), scale=s))  # unpacked
+    expect(TypeError, ["W", "int8", "int32"], lambda: op(A, W.to(torch.int32), scale=s))
+    expect(TypeError, ["W", "int8", "uint8"], lambda: op(A, W.view(torch.uint8), scale=s))
+    expect(TypeError, ["W"], lambda: op(A, W.tolist(), scale=s))
+
+
+def test_native_W_wrong_dtype():
+    op = Matmul(MatmulConfig(N=32, K=64))
+    A = torch.zeros(2, 64, dtype=torch.float16)
+    expect(TypeError, ["W", "float16", "float32"], lambda: op(A, torch.zeros(32, 64)))
+    op_nn = Matmul(MatmulConfig(N=32, K=64, layout="nn"))
+    W = op_nn.transform_weight(torch.zeros(64, 32))  # logical [K, N]; the stored layout is opaque
+    assert W.dtype == torch.float16
+    op_nn(A, W)
+    wrong = torch.zeros(W.shape[0], W.shape[1] + 8, dtype=torch.float16)
+    expect(ValueError, ["W", str(list(W.shape))[1:-1]], lambda: op_nn(A, wrong))
+    expect(TypeError, ["W", "float16", "int8"], lambda: op_nn(A, W.to(torch.int8)))
+
+
+def test_scale_missing_wrong_or_unexpected(grouped):
+    op, A, W, s = grouped
+    expect(ValueError, ["scale", "required"], lambda: op(A, W))
+    expect(ValueError, ["scale", "64, 4"], lambda: op(A, W, scale=s[:, :2].contiguous()))
+    expect(TypeError, ["scale", "float16"], lambda: op(A, W, scale=s.float()))
+    expect(ValueError, ["scale", "contiguous"], lambda: op(A, W, scale=torch.zeros(4, 64, dtype=torch.float16).t()))
+    plain = Matmul(MatmulConfig(N=64, K=128, W_dtype="int4"))
+    expect(ValueError, ["scale", "with_scaling"], lambda: plain(A, W, scale=s))
+
+
+def test_zeros_and_bias_unexpected_or_missing(grouped):
+    op, A, W, s = grouped
+    expect(ValueError, ["zeros"], lambda: op(A, W, scale=s, zeros=s))
+    expect(ValueError, ["bias"], lambda: op(A, W, scale=s, bias=torch.zeros(64, dtype=torch.float16)))
+    zcfg = MatmulConfig(N=64, K=128, W_dtype="uint4", with_scaling=True, with_zeros=True, zeros_mode="quantized",
+                        group_size=32, with_bias=True)
+    zop = Matmul(zcfg)
+    Wz = zop.transform_weight(torch.zeros(64, 128, dtype=torch.int64))
+    codes = torch.zeros(64, 4, dtype=torch.int64)
+    bias = torch.zeros(64, dtype=torch.float16)
+    expect(ValueError, ["zeros", "required"], lambda: zop(A, Wz, scale=s, bias=bias))
+    expect(ValueError, ["bias", "required"], lambda: zop(A, Wz, scale=s, zeros=pack_quantized_zeros(codes, 4)))
+    # forward takes the packed layout, not the codes
+    expect(BAD, ["zeros"], lambda: zop(A, Wz, scale=s, zeros=codes.to(torch.int8), bias=bias))
+    expect(TypeError, ["bias", "float16"], lambda: zop(A, Wz, scale=s, zeros=pack_quantized_zeros(codes, 4),
+                                                       bias=bias.float()))
+
+
+def test_int_output_bias_must_be_int32():
+    cfg = MatmulConfig(N=32, K=64, A_dtype="int8", W_dtype="int4", accum_dtype="int32", out_dtype="int8",
+                       with_bias=True)
+    op = Matmul(cfg)
+    W = op.transform_weight(torch.zeros(32, 64, dtype=torch.int64))
+    A = torch.zeros(2, 64, dtype=torch.int8)
+    expect(TypeError, ["bias", "int32"], lambda: op(A, W, bias=torch.zeros(32, dtype=torch.int8)))
+
+
+# ------------------------------------------------------------------------------------------ forward: output, M
+
+
+def test_output_wrong_shape_dtype_or_layout(grouped):
+    op, A, W, s = grouped
+    expect(ValueError, ["output", "3, 64"], lambda: op(A, W, scale=s, output=torch.empty(3, 32, dtype=torch.float16)))
+    expect(ValueError, ["output"], lambda: op(A, W, scale=s, output=torch.empty(64, 3, dtype=torch.float16)))
+    expect(ValueError, ["output"], lambda: op(A, W, scale=s, output=torch.empty(192, dtype=torch.float16)))
+    expect(TypeError, ["output", "float16", "float32"], lambda: op(A, W, scale=s, output=torch.empty(3, 64)))
+    expect(ValueError, ["output", "contiguous"],
+           lambda: op(A, W, scale=s, output=torch.empty(64, 3, dtype=torch.float16).t()))
+
+
+def test_output_untouched_when_rejected(grouped):
+    op, A, W, s = grouped
+    out = torch.full((3, 64), 7.0, dtype=torch.float16)
+    with pytest.raises(BAD):
+        op(A, W, output=out)  # scale missing
+    assert bool((out == 7).all())
+
+
+def test_static_M_other_m():
+    cfg = MatmulConfig(M=4, N=32, K=64)
+    op = Matmul(cfg)
+    W = op.transform_weight(torch.zeros(32, 64))
+    op(torch.zeros(4, 64, dtype=torch.float16), W)
+    op(torch.zeros(2, 2, 64, dtype=torch.float16), W)  # m = 4 through leading dims
+    for m in (1, 3, 5, 16):
+        expect(ValueError, ["M=4", f"m={m}"], lambda: op(torch.zeros(m, 64, dtype=torch.float16), W))
+
+
+# ------------------------------------------------------------------------------------------ devices
+
+
+def test_device_mix_is_rejected_on_cpu():
+    """A 'meta' tensor stands in for another device: the mix is caught before any launch."""
+    cfg = MatmulConfig(N=32, K=64, W_dtype="int4", with_scaling=True, with_bias=True)
+    op = Matmul(cfg)
+    W, s, b = op.transform_weight(torch.zeros(32, 64, dtype=torch.int64), scale=torch.ones(32, 1),
+                                  bias=torch.zeros(32))
+    A = torch.zeros(2, 64, dtype=torch.float16)
+    meta = lambda t: torch.empty_like(t, device="meta")
+    expect(ValueError, ["W", "meta", "cpu"], lambda: op(A, meta(W), scale=s, bias=b))
+    expect(ValueError, ["scale", "meta"], lambda: op(A, W, scale=meta(s), bias=b))
+    expect(ValueError, ["bias", "meta"], lambda: op(A, W, scale=s, bias=meta(b)))
+    expect(ValueError, ["output", "meta"], lambda: op(A, W, scale=s, bias=b, output=torch.empty(2, 32, device="meta",
+                                                                                               dtype=torch.float16)))
+    expect(ValueError, ["meta"], lambda: op(meta(A), meta(W), scale=meta(s), bias=meta(b)))  # unsupported device
+
+
+@pytest.mark.gpu
+def test_device_mix_cpu_cuda():
+    cfg = MatmulConfig(N=32, K=64, W_dtype="int4", with_scaling=True)
+    op = Matmul(cfg)
+    W, s = op.transform_weight(torch.zeros(32, 64, dtype=torch.int64), scale=torch.ones(32, 1))
+    A = torch.zeros(2, 64, dtype=torch.float16)
+    expect(ValueError, ["W", "cuda", "cpu"], lambda: op(A, W.cuda(), scale=s))
+    expect(ValueError, ["device"], lambda: op(A.cuda(), W, scale=s.cuda()))
+    expect(ValueError, ["scale"], lambda: op(A.cuda(), W.cuda(), scale=s))
+
+
+# ------------------------------------------------------------------------------------------ transform_weight
+
+
+def _out_of_range(W_dtype):
+    lo, hi = LOGICAL_RANGE[W_dtype]
+    return [(lo - 1, hi), (lo, hi + 1), (lo - 7, hi + 100)]
+
+
+@pytest.mark.parametrize("W_dtype", list(LOGICAL_RANGE))
+def test_transform_weight_out_of_range(W_dtype):
+    N, K = 16, 64
+    op = Matmul(MatmulConfig(N=N, K=K, W_dtype=W_dtype))
+    lo, hi = LOGICAL_RANGE[W_dtype]
+    for bad_lo, bad_hi in _out_of_range(W_dtype):
+        w = torch.full((N, K), hi, dtype=torch.int64)
+        w[0, 0], w[N - 1, K - 1] = bad_lo, bad_hi
+        expect(ValueError, [W_dtype, f"min {bad_lo}", f"max {bad_hi}"], lambda: op.transform_weight(w))
+    if W_dtype == "int1":  # 0 lies inside [-1, 1] but is not a value of int1
+        w = torch.ones(N, K, dtype=torch.int64)
+        w[3, 5] = 0
+        expect(ValueError, ["int1", "0"], lambda: op.transform_weight(w))
+    ok = torch.full((N, K), hi, dtype=torch.int64)
+    ok[0, 0] = lo if W_dtype != "int1" else -1
+    assert op.transform_weight(ok).dtype == torch.int8  # the range ends themselves are accepted
+
+
+@pytest.mark.parametrize("dtype", [torch.int8, torch.int16, torch.int32, torch.uint8])
+def test_transform_weight_takes_any_integer_dtype(dtype):
+    op = Matmul(MatmulConfig(N=16, K=64, W_dtype="uint4"))
+    w = torch.randint(0, 16, (16, 64), generator=torch.Generator().manual_seed(0))
+    assert torch.equal(op.transform_weight(w.to(dtype)), op.transform_weight(w))
+
+
+def test_transform_weight_bad_inputs():
+    op = Matmul(MatmulConfig(N=16, K=64, W_dtype="int4"))
+    expect(TypeError, ["int4", "integer"], lambda: op.transform_weight(torch.zeros(16, 64)))
+    expect(ValueError, ["16, 64", "64, 16"], lambda: op.transform_weight(torch.zeros(64, 16, dtype=torch.int64)))
+    expect(TypeError, ["Tensor"], lambda: op.transform_weight([[0] * 64] * 16))
+    fp = Matmul(MatmulConfig(N=16, K=64))
+    expect(TypeError, ["float16", "float"], lambda: fp.transform_weight(torch.zeros(16, 64, dtype=torch.int64)))
+    nn = Matmul(MatmulConfig(N=16, K=64, W_dtype="int8", layout="nn"))
+    expect(ValueError, ["64, 16", "nn"], lambda: nn.transform_weight(torch.zeros(16, 64, dtype=torch.int64)))
+
+
+def test_transform_weight_extras_not_configured():
+    w = torch.zeros(16, 64, dtype=torch.int64)
+    plain = Matmul(MatmulConfig(N=16, K=64, W_dtype="int4"))
+    expect(ValueError, ["scale", "with_scaling"], lambda: plain.transform_weight(w, scale=torch.ones(16, 1)))
+    expect(ValueError, ["zeros", "with_zeros"], lambda: plain.transform_weight(w, zeros=torch.ones(16, 1)))
+    expect(ValueError, ["bias", "with_bias"], lambda: plain.transform_weight(w, bias=torch.ones(16)))
+    scaled = Matmul(MatmulConfig(N=16, K=64, W_dtype="uint4", with_scaling=True))
+    expect(ValueError, ["zeros", "with_zeros"], lambda: scaled.transform_weight(w, scale=torch.ones(16, 1),
+                                                                               zeros=torch.ones(16, 1)))
+
+
+def test_transform_weight_bad_scale_zeros_bias():
+    cfg = MatmulConfig(N=16, K=64, W_dtype="uint4", with_scaling=True, with_zeros=True, group_size=32, with_bias=True)
+    op = Matmul(cfg)
+    w = torch.zeros(16, 64, dtype=torch.int64)
+    expect(ValueError, ["scale", "16, 2"], lambda: op.transform_weight(w, scale=torch.ones(16, 1)))
+    expect(TypeError, ["scale", "float"], lambda: op.transform_weight(w, scale=torch.ones(16, 2, dtype=torch.int32)))
+    expect(ValueError, ["zeros", "16, 2"], lambda: op.transform_weight(w, scale=torch.ones(16, 2),
+                                                                      zeros=torch.ones(2, 16)))
+    expect(ValueError, ["bias", "16"], lambda: op.transform_weight(w, bias=torch.ones(8)))
+
+
+@pytest.mark.parametrize("W_dtype,bits", [("uint4", 4), ("uint2", 2), ("uint1", 1)])
+def test_transform_weight_quantized_zeros_out_of_range(W_dtype, bits):
+    cfg = MatmulConfig(N=16, K=64, W_dtype=W_dtype, with_scaling=True, with_zeros=True, zeros_mode="quantized",
+                       group_size=32)
+    op = Matmul(cfg)
+    w = torch.zeros(16, 64, dtype=torch.int64)
+    hi = (1 << bits) - 1
+    for bad in (hi + 1, -1):
+        z = torch.zeros(16, 2, dtype=torch.int64)
+        z[3, 1] = bad
+        expect(ValueError, [str(hi), str(bad)], lambda: op.transform_weight(w, zeros=z))
+    expect(ValueError, ["zeros", "16, 2"], lambda: op.transform_weight(w, zeros=torch.zeros(3, 2, dtype=torch.int64)))
+    expect(TypeError, ["zeros", "integer"], lambda: op.transform_weight(w, zeros=torch.zeros(16, 2)))  # float codes
+
+
+# ------------------------------------------------------------------------------------------ FlashAtten
+
+
+def test_flash_atten_bad_inputs():
+    cfg = FlashAttenConfig(batch=1, heads=4, kv_heads=2, seq_len=8, dim=16, layout="ntn")
+    op = FlashAtten(cfg)
+    Q = torch.zeros(1, 8, 4, 16, dtype=torch.float16)
+    K = torch.zeros(1, 16, 2, 8, dtype=torch.float16)
+    V = torch.zeros(1, 8, 2, 16, dtype=torch.float16)
+    assert op(Q, K, V).shape == Q.shape
+    expect(ValueError, ["K", "1, 16, 2, 8"], lambda: op(Q, V, V))  # 'nnn' K for an 'ntn' op
+    expect(ValueError, ["V", "1, 8, 2, 16"], lambda: op(Q, K, torch.zeros(1, 8, 4, 16, dtype=torch.float16)))
+    expect(ValueError, ["Q"], lambda: op(Q[:, :4].contiguous(), K, V))
+    expect(TypeError, ["Q", "float16", "float32"], lambda: op(Q.float(), K, V))
+    expect(TypeError, ["K", "float16"], lambda: op(Q, K.float(), V))
+    expect(ValueError, ["Q", "contiguous"], lambda: op(torch.zeros(1, 4, 8, 16, dtype=torch.float16).transpose(1, 2),
+                                                       K, V))
+    expect(ValueError, ["output"], lambda: op(Q, K, V, output=torch.zeros(1, 8, 2, 16, dtype=torch.float16)))
+    expect(TypeError, ["output", "float16"], lambda: op(Q, K, V, output=torch.zeros(1, 8, 4, 16)))
+    expect(ValueError, ["V", "meta"], lambda: op(Q, K, torch.empty_like(V, device="meta")))
+    with pytest.raises(TypeError):
+        FlashAtten(cfg.as_dict())
