@@ -21,6 +21,7 @@ class MatmulSchedule:
     stages: int  # cp.async stages for the A tile in shared memory
     warps_k: int = 1  # the 4 warps split K this many ways (then reduce through shared memory) and N 4 / warps_k ways
     w_prefetch: int = 1  # iterations of weights loaded ahead into registers
+    a_smem: int = 1  # 1: A through shared memory (cp.async + ldmatrix); 0: fragments loaded from global (L1)
 
     @property
     def warps_n(self) -> int:
@@ -42,6 +43,8 @@ class MatmulSchedule:
             raise ValueError(f"schedule stages={self.stages} is not allowed; allowed: 2, 3, 4")
         if self.warps_k not in (1, 2, 4):
             raise ValueError(f"schedule warps_k={self.warps_k} is not allowed; allowed: 1, 2, 4")
+        if self.a_smem not in (0, 1):
+            raise ValueError(f"schedule a_smem={self.a_smem} is not allowed; allowed: 0, 1")
         if self.w_prefetch not in (1, 2, 3, 4, 6, 8):
             raise ValueError(f"schedule w_prefetch={self.w_prefetch} is not allowed; allowed: 1, 2, 3, 4, 6, 8")
 
@@ -57,13 +60,14 @@ def matmul_schedule(cfg, bucket: int, target: str, **overrides) -> MatmulSchedul
     """The default schedule for a MatmulConfig run with up to `bucket` rows, with `overrides` applied.
 
     Small m (decode) is memory bound: one m8 or m16 tile, the 4 warps split K so that a block covers
-    few columns and many blocks keep every SM streaming weights, 4 iterations of weights in flight per
+    few columns and many blocks keep every SM streaming weights, 2 iterations of weights in flight per
     thread. Larger m tiles 64 rows x 64 columns.
     """
-    if bucket <= 16:
-        block_m, warp_n_tiles, warps_k, prefetch = (8 if bucket <= 8 else 16), (2 if bucket <= 8 else 4), 4, 4
+    if bucket <= 16:  # measured best of the sweep in docs/perf-notes.md
+        block_m, warp_n_tiles, warps_k, prefetch = (8 if bucket <= 8 else 16), (2 if bucket <= 8 else 4), 4, 2
     else:
         block_m, warp_n_tiles, warps_k, prefetch = (32 if bucket <= 32 else 64), 2, 1, 1
+    a_smem = 1  # a_smem=0 (A fragments from L1) measured slower for decode, see docs/perf-notes.md
     stages = 3
     while warps_k > 1 and a_tile_bytes(cfg, block_m, warps_k) * 2 > SHARED_LIMIT:
         warps_k //= 2
@@ -74,10 +78,13 @@ def matmul_schedule(cfg, bucket: int, target: str, **overrides) -> MatmulSchedul
     unknown = set(overrides) - {f.name for f in fields(MatmulSchedule)}
     if unknown:
         raise ValueError(f"unknown schedule fields {sorted(unknown)}; allowed: {[f.name for f in fields(MatmulSchedule)]}")
-    sched = replace(MatmulSchedule(block_m, warp_n_tiles, stages, warps_k, prefetch), **overrides)
+    sched = replace(MatmulSchedule(block_m, warp_n_tiles, stages, warps_k, prefetch, a_smem), **overrides)
     sched.check()
-    if a_tile_bytes(cfg, sched.block_m, sched.warps_k) * sched.stages > SHARED_LIMIT:
+    if sched.a_smem and a_tile_bytes(cfg, sched.block_m, sched.warps_k) * sched.stages > SHARED_LIMIT:
         raise ValueError(f"schedule {sched} needs more than {SHARED_LIMIT} bytes of shared memory")
+    if not sched.a_smem and cfg.K % (4 if cfg.A_dtype == "int8" else 2):
+        raise ValueError(f"schedule a_smem=0 loads A 4 bytes at a time and needs K={cfg.K} to be a multiple of "
+                         f"{4 if cfg.A_dtype == 'int8' else 2}")
     return sched
 
 
@@ -85,6 +92,8 @@ def matmul_schedule(cfg, bucket: int, target: str, **overrides) -> MatmulSchedul
 
 # dynamic shared memory a block may opt into, per target (cuFuncSetAttribute MAX_DYNAMIC_SHARED_SIZE_BYTES)
 SHARED_OPTIN = {"sm_80": 163 * 1024, "sm_86": 99 * 1024, "sm_89": 99 * 1024, "sm_90a": 227 * 1024}
+# streaming multiprocessors of the usual part of each target (H100 SXM, A100, ...): for wave-size heuristics
+SM_COUNT = {"sm_80": 108, "sm_86": 84, "sm_89": 128, "sm_90a": 132}
 
 
 @dataclass(frozen=True)
@@ -92,13 +101,16 @@ class AttentionSchedule:
     """How the FlashAttention kernel tiles one (batch, head): a block of `warps` warps owns `block_q` query
     rows (each warp block_q / warps of them, in m16 tiles) and streams K/V in tiles of `block_kv` keys
     through a `stages`-deep cp.async ring in shared memory. `q_in_regs`: the warp's Q fragments are
-    loaded once into registers (else re-read from shared memory with ldmatrix for every K tile)."""
+    loaded once into registers (else re-read from shared memory with ldmatrix for every K tile).
+    `overlap`: software-pipelines the loop so that tile t+1's Q K^T is issued before tile t's softmax
+    (the tensor cores work while the softmax runs; needs registers for two score tiles and stages >= 3)."""
 
     block_q: int
     block_kv: int
     warps: int
     stages: int
     q_in_regs: bool = True
+    overlap: bool = False
 
     @property
     def threads(self) -> int:
@@ -122,8 +134,11 @@ class AttentionSchedule:
             raise ValueError(f"schedule block_kv={self.block_kv} is not allowed; allowed: 16, 32, 64, 128")
         if self.stages not in (2, 3, 4):
             raise ValueError(f"schedule stages={self.stages} is not allowed; allowed: 2, 3, 4")
-        if not isinstance(self.q_in_regs, bool):
-            raise ValueError(f"schedule q_in_regs={self.q_in_regs!r} must be True or False")
+        for name in ("q_in_regs", "overlap"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"schedule {name}={getattr(self, name)!r} must be True or False")
+        if self.overlap and self.stages < 3:
+            raise ValueError(f"schedule overlap=True needs stages >= 3 (tile t+1 is read while tile t is), got {self.stages}")
 
 
 def attention_smem_bytes(cfg, sched: AttentionSchedule) -> int:
@@ -140,16 +155,24 @@ def attention_smem_bytes(cfg, sched: AttentionSchedule) -> int:
 
 
 def attention_schedule(cfg, target: str, **overrides) -> AttentionSchedule:
-    """The default schedule of a FlashAttenConfig on `target`, with `overrides` applied.
+    """The default schedule of a FlashAttenConfig on `target`, with `overrides` applied (measured on the
+    H100, see docs/perf-notes-attention.md):
 
-    dim <= 64: 128 query rows on 4 warps (32 rows each) with Q in registers, 64-key tiles, 2 stages.
-    dim <= 128: the same tiles but Q re-read from shared memory (registers hold the 32 x dim f32 output).
+    dim <= 64: 128 query rows on 4 warps (32 rows each) with Q in registers, 64-key tiles, 3 stages,
+      overlap (tile t+1's Q K^T issued before tile t's softmax).
+    dim <= 128: 32 rows per warp with Q re-read from shared memory (registers hold the 32 x dim f32
+      output), 64-key tiles, 2 stages; 8 warps (256 rows, K/V tiles shared by twice the rows) when not
+      causal and that still gives two waves of blocks, else 4 warps (128 rows: a smaller causal diagonal).
     dim <= 256: 64 query rows on 4 warps, 32-key tiles.
     """
     if cfg.dim <= 64:
-        sched = AttentionSchedule(block_q=128, block_kv=64, warps=4, stages=2, q_in_regs=True)
+        sched = AttentionSchedule(block_q=128, block_kv=64, warps=4, stages=3, q_in_regs=True, overlap=True)
     elif cfg.dim <= 128:
-        sched = AttentionSchedule(block_q=128, block_kv=64, warps=4, stages=2, q_in_regs=False)
+        blocks_256 = -(-cfg.seq_len // 256) * cfg.batch * cfg.heads
+        if not cfg.is_causal and blocks_256 >= 2 * SM_COUNT.get(target, 108):
+            sched = AttentionSchedule(block_q=256, block_kv=64, warps=8, stages=2, q_in_regs=False)
+        else:
+            sched = AttentionSchedule(block_q=128, block_kv=64, warps=4, stages=2, q_in_regs=False)
     else:
         sched = AttentionSchedule(block_q=64, block_kv=32, warps=4, stages=2, q_in_regs=False)
     unknown = set(overrides) - {f.name for f in fields(AttentionSchedule)}

@@ -21,8 +21,8 @@ class Target:
 
 TARGETS = {
     "cpu": Target("cpu"),
-    "sm_80": Target("sm_80", "+ptx70"),
-    "sm_86": Target("sm_86", "+ptx71"),
+    "sm_80": Target("sm_80", "+ptx74"),  # 7.4: createpolicy and L2::cache_hint loads
+    "sm_86": Target("sm_86", "+ptx74"),
     "sm_89": Target("sm_89", "+ptx78"),
     "sm_90a": Target("sm_90a", "+ptx80"),
 }

@@ -50,6 +50,9 @@ class MatmulKernel:
         self.steps = -(-self.tiles // sched.warps_k)  # block iterations
         self.half = sched.block_m == 8  # one m8 half tile: ldmatrix.x2 and zero rows 8-15 of the mma
         self.m_tiles = max(sched.block_m // 16, 1)
+        values = self.m_tiles * sched.warp_n_tiles * 4
+        reduce_bytes = (sched.warps_k - 1) * sched.warps_n * values * 32 * 4
+        self.smem_bytes = max(sched.stages * self.stage_bytes if sched.a_smem else 16, reduce_bytes)
         self.kind = "s8.s32" if self.int8 else ("f16.f16" if cfg["accum_dtype"] == "float16" else "f16.f32")
         self.a_vector = cfg["K"] % (16 // self.abytes) == 0  # rows of A are 16-byte aligned
         self.name = None
@@ -63,7 +66,7 @@ class MatmulKernel:
             self._fill_lut()
         self.w_rows = [self._w_row(nt) for nt in range(s.warp_n_tiles)]
         self.policy = gpu.evict_first_policy(e)
-        for st in range(s.stages - 1):
+        for st in range(s.stages - 1 if s.a_smem else 0):
             self._copy_a(e.const(st, "i32"), st)
             gpu.cp_async_commit(e)
         # a ring of w_prefetch register sets: the loads of the next iterations are in flight
@@ -83,14 +86,16 @@ class MatmulKernel:
             per_set = len(w0) // depth
             w_sets = [loop.args[i * per_set:(i + 1) * per_set] for i in range(depth)]
             accs = loop.args[len(w0):]
-            ahead = e.op(f"arith.addi {kt}, {e.const(s.stages - 1, 'i32')} : i32")
-            self._copy_a(ahead, None)
-            gpu.cp_async_commit(e)
+            if s.a_smem:
+                self._copy_a(e.op(f"arith.addi {kt}, {e.const(s.stages - 1, 'i32')} : i32"), None)
+                gpu.cp_async_commit(e)
             w_new = self._load_w(e.op(f"arith.addi {kt}, {e.i32(depth)} : i32"))
-            gpu.cp_async_wait(e, s.stages - 1)
-            gpu.barrier(e)
+            if s.a_smem:
+                gpu.cp_async_wait(e, s.stages - 1)
+                gpu.barrier(e)
             accs = self._compute(kt, w_sets[0], accs, n_acc)
-            gpu.barrier(e)
+            if s.a_smem:
+                gpu.barrier(e)
             w_next = [w for words in w_sets[1:] for w in words] + w_new
             e.line(f"scf.yield {', '.join(w_next + accs)} : {', '.join(['i32'] * len(w_next) + [acc_ty] * len(accs))}")
         values = self._acc_values(loop.results[len(w0):])
@@ -105,7 +110,7 @@ class MatmulKernel:
         self.name = "lowbit_matmul_" + symbol_suffix(body)
         body = body.replace("@SMEM_A", f"@{self.name}_smem").replace("@LUT", f"@{self.name}_lut")
         params = ", ".join(f"%{name}: {gpu.GLOBAL}" for name in self.operands) + ", %m: i32"
-        smem = s.stages * self.stage_bytes
+        smem = self.smem_bytes
         lut = ""
         if self.fmt.kind in TABLES and not self.int8:
             lut = f"    llvm.mlir.global internal @{self.name}_lut() {{addr_space = 3 : i32, alignment = 16 : i64}} : !llvm.array<32 x i8>\n"
@@ -274,9 +279,10 @@ class MatmulKernel:
     def _compute(self, kt: str, w_words: list[str], accs: list[str], n_acc: int) -> list[str]:
         e, s, cfg = self.e, self.s, self.cfg
         steps = self.SB // self.layout.mma_k
-        stage = e.op(f"arith.remui {kt}, {e.const(s.stages, 'i32')} : i32")
-        stage_base = e.op(f"arith.addi {e.op(f'arith.muli {stage}, {e.i32(self.stage_bytes)} : i32')}, {self.ldm_offset} : i32")
         sb = self._superblock(kt)
+        if s.a_smem:
+            stage = e.op(f"arith.remui {kt}, {e.const(s.stages, 'i32')} : i32")
+            stage_base = e.op(f"arith.addi {e.op(f'arith.muli {stage}, {e.i32(self.stage_bytes)} : i32')}, {self.ldm_offset} : i32")
         b_regs = []  # per n8 tile: every B register of the superblock, in step order
         for nt in range(s.warp_n_tiles):
             regs = []
@@ -291,13 +297,15 @@ class MatmulKernel:
         for step in range(steps):
             a_frags = []
             for mt in range(self.m_tiles):
-                off = e.op(f"arith.addi {stage_base}, {e.const(mt * 16 * self.row_bytes + step * 32, 'i32')} : i32")
-                ptr = gpu.gep(e, self.smem, off, gpu.SHARED, "i32")
-                if self.half:
-                    low, high = gpu.ldmatrix(e, ptr, 2)
+                if not s.a_smem:
+                    a = self._a_fragment_global(sb, step, mt)
+                elif self.half:
+                    off = e.op(f"arith.addi {stage_base}, {e.const(mt * 16 * self.row_bytes + step * 32, 'i32')} : i32")
+                    low, high = gpu.ldmatrix(e, gpu.gep(e, self.smem, off, gpu.SHARED, "i32"), 2)
                     a = [low, e.i32(0), high, e.i32(0)]
                 else:
-                    a = gpu.ldmatrix_x4(e, ptr)
+                    off = e.op(f"arith.addi {stage_base}, {e.const(mt * 16 * self.row_bytes + step * 32, 'i32')} : i32")
+                    a = gpu.ldmatrix_x4(e, gpu.gep(e, self.smem, off, gpu.SHARED, "i32"))
                 a_frags.append(a if self.int8 else [e.op(f"llvm.bitcast {x} : i32 to vector<2xf16>") for x in a])
             for nt in range(s.warp_n_tiles):
                 b = b_regs[nt][2 * step: 2 * step + 2]
@@ -306,13 +314,35 @@ class MatmulKernel:
                     accs[i:i + n_acc] = gpu.mma(e, self.kind, a_frags[mt], b, accs[i:i + n_acc])
         return accs
 
+    def _a_fragment_global(self, sb: str, step: int, mt: int) -> list[str]:
+        """The A fragment of one mma straight from global memory (L1-cached): rows g and g + 8 at the
+        4 bytes of k = KS * step + PR * q and KS / 2 further; zero past m and K."""
+        e = self.e
+        KS, PR = self.layout.mma_k, self.layout.per_reg
+        k_lo = e.op(f"arith.addi {e.op(f'arith.muli {sb}, {e.i32(self.SB)} : i32')}, {e.i32(KS * step)} : i32")
+        k_lo = e.op(f"arith.addi {k_lo}, {e.op(f'arith.muli {self.q}, {e.i32(PR)} : i32')} : i32")
+        regs = []
+        for row_off, k_off in ((0, 0), (8, 0), (0, KS // 2), (8, KS // 2)):
+            if self.half and row_off:
+                regs.append(e.i32(0))
+                continue
+            row = e.op(f"arith.addi {self.m_block}, {e.i32(16 * mt + row_off)} : i32")
+            row = e.op(f"arith.addi {row}, {self.g} : i32")
+            k = e.op(f"arith.addi {k_lo}, {e.i32(k_off)} : i32")
+            valid = e.op(f"arith.andi {e.op(f'arith.cmpi ult, {row}, %m : i32')}, "
+                         f"{e.op(f'arith.cmpi ult, {k}, {e.i32(self.K)} : i32')} : i1")
+            elem = e.op(f"arith.addi {e.op(f'arith.muli {gpu.i64(e, row)}, {e.i64(self.K)} : i64')}, {gpu.i64(e, k)} : i64")
+            off = e.op(f"arith.select {valid}, {e.op(f'arith.muli {elem}, {e.i64(self.abytes)} : i64')}, {e.i64(0)} : i64")
+            word = gpu.load(e, gpu.gep(e, "%a", off, gpu.GLOBAL), "i32")
+            regs.append(e.op(f"arith.select {valid}, {word}, {e.i32(0)} : i32"))
+        return regs
+
     def _reduce_k(self, values: list[str]) -> list[str]:
         """Sums the partial results of the K-split warps through shared memory (into warp kw = 0)."""
         e, s = self.e, self.s
         if s.warps_k == 1:
             return values
         ty, n = ("i32" if self.int8 else "f32"), len(values)
-        assert (s.warps_k - 1) * s.warps_n * n * 32 * 4 <= s.stages * self.stage_bytes
         gpu.barrier(e)  # every warp is done reading A: reuse its shared memory
 
         def slot(kw_minus_1: str, i: int) -> str:  # [kw - 1][wn][value][lane] words: conflict-free

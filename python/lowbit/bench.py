@@ -246,6 +246,29 @@ def _write_section(path: str, title: str, body: str, command: str) -> None:
     p.write_text(text)
 
 
+def register_cli(sub) -> None:
+    """Adds `lowbit bench <matmul|attention> [options]` to the lowbit CLI (see lowbit.cli)."""
+    import argparse
+
+    p = sub.add_parser("bench", help="benchmark lowbit against torch on the GPU and write BENCHMARKS.md",
+                       description="lowbit bench matmul [--ms ..] [--shapes ..] | lowbit bench attention [--out ..]")
+    p.add_argument("what", choices=("matmul", "attention"))
+    p.add_argument("options", nargs=argparse.REMAINDER, help="options of the benchmark (see --help of each)")
+    p.set_defaults(func=_run_bench)
+
+
+def _run_bench(args) -> int:
+    if not torch.cuda.is_available():
+        print("lowbit bench: error: the benchmarks need a CUDA GPU; torch sees none", file=sys.stderr)
+        return 2
+    if args.what == "matmul":
+        main(args.options)
+        return 0
+    from lowbit.bench_attention import main as attention_main
+
+    return attention_main(args.options)
+
+
 def main(argv=None) -> None:
     import argparse
 
