@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import math
 
-from lowbit.dialects.lowbit import ATTENTION_OP, read_config_attrs
+from lowbit.dialects.lowbit import ATTENTION_OP
 
 from .base import ModulePass, RewritePattern, replace_with_call, symbol_suffix
 from .emitters.ir import Emitter
+from .verify import verified_attention
 
-ATTENTION_FIELDS = ("batch", "heads", "seq_len", "dim", "layout", "is_causal", "kv_heads")
+ATTENTION_FIELDS = ("batch", "heads", "seq_len", "dim", "layout", "is_causal", "kv_heads")  # what the lowering reads
 
 
 class AttentionToLoops(RewritePattern):
@@ -20,9 +21,8 @@ class AttentionToLoops(RewritePattern):
     op_name = ATTENTION_OP
 
     def rewrite(self, op, module):
-        cfg = read_config_attrs(op, ATTENTION_FIELDS)
-        types = {name: str(v.type) for name, v in zip(("q", "k", "v", "out"), op.operands)}
-        body = emit_attention_loops(cfg, types)
+        config, types = verified_attention(op)
+        body = emit_attention_loops(config.as_dict(), types)
         name = "lowbit_attention_loops_" + symbol_suffix(body)
         args = ", ".join(f"%{k}: {t}" for k, t in types.items())
         replace_with_call(op, module, f"func.func private @{name}({args}) {{\n{body}\n  return\n}}", name)

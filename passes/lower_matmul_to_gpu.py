@@ -15,7 +15,7 @@ import math
 from dataclasses import fields
 
 from lowbit.compiler.schedule import THREADS, MatmulSchedule, a_tile_bytes
-from lowbit.dialects.lowbit import MATMUL_OP, matmul_operands, read_config_attrs
+from lowbit.dialects.lowbit import MATMUL_OP
 from lowbit.formats import format_of
 from lowbit.layout import layout_of
 from mlir import ir
@@ -24,7 +24,7 @@ from .base import ModulePass, RewritePattern, replace_with_call, symbol_suffix
 from .emitters import gpu
 from .emitters.decode import TABLES, decode_word_f16, decode_word_s8, dequantize
 from .emitters.ir import Emitter, mlir_type
-from .lower_matmul_to_loops import MATMUL_FIELDS
+from .verify import verified_matmul
 
 GPU_MODULE = "lowbit_kernels"
 ELEM_BYTES = {"f16": 2, "f32": 4, "i8": 1, "i32": 4}
@@ -469,10 +469,8 @@ class MatmulToGpu(RewritePattern):
         self.target = target
 
     def rewrite(self, op, module):
-        cfg = read_config_attrs(op, MATMUL_FIELDS)
-        operands = {k: v for k, v in matmul_operands(op).items() if v is not None}
-        types = {k: str(v.type) for k, v in operands.items()}
-        kernel = MatmulKernel(cfg, read_schedule(op), list(types))
+        config, types = verified_matmul(op)
+        kernel = MatmulKernel(config.as_dict(), read_schedule(op), list(types))
         kernel_text = kernel.emit()
         launch = emit_launch(kernel, types)
         name = "lowbit_matmul_launch_" + symbol_suffix(launch)

@@ -5,16 +5,14 @@ row of A takes a dot product with it, so decoding costs N*K whatever m is.
 """
 from __future__ import annotations
 
-from lowbit.dialects.lowbit import MATMUL_OP, matmul_operands, read_config_attrs
+from lowbit.dialects.lowbit import MATMUL_OP
 from lowbit.formats import format_of
 from lowbit.layout import layout_of
 
 from .base import ModulePass, RewritePattern, replace_with_call, symbol_suffix
 from .emitters.decode import decode, dequantize, extract_code
 from .emitters.ir import Emitter, is_float, mlir_type
-
-MATMUL_FIELDS = ("M", "N", "K", "A_dtype", "W_dtype", "accum_dtype", "out_dtype", "layout", "with_bias",
-                 "group_size", "with_scaling", "with_zeros", "zeros_mode")
+from .verify import verified_matmul
 
 
 def _load(e: Emitter, buf: str, ty: str, idx: str, elem: str) -> str:
@@ -47,10 +45,8 @@ class MatmulToLoops(RewritePattern):
     op_name = MATMUL_OP
 
     def rewrite(self, op, module):
-        cfg = read_config_attrs(op, MATMUL_FIELDS)
-        operands = {k: v for k, v in matmul_operands(op).items() if v is not None}
-        types = {k: str(v.type) for k, v in operands.items()}
-        body = emit_matmul_loops(cfg, types)
+        config, types = verified_matmul(op)
+        body = emit_matmul_loops(config.as_dict(), types)
         name = "lowbit_matmul_loops_" + symbol_suffix(body)
         args = ", ".join(f"%{k}: {t}" for k, t in types.items())
         impl = f"func.func private @{name}({args}) {{\n{body}\n  return\n}}"
