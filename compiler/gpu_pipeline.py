@@ -11,6 +11,7 @@ from mlir import ir
 from mlir.dialects import gpu as gpu_dialect
 
 from lowbit import frontend
+from lowbit.shapes import matmul_shapes
 from lowbit.compiler.pipeline import CompileError, run_lowbit_passes, run_upstream
 from lowbit.compiler.schedule import THREADS, AttentionSchedule, MatmulSchedule
 from lowbit.compiler.target import target_of
@@ -104,7 +105,7 @@ def compile_matmul(cfg, schedule: MatmulSchedule, target: str) -> KernelArtifact
     to_gpu(module, target)
     name = _kernel_name(module)
     ptx = to_ptx(to_llvm(module))
-    params = list(frontend.matmul_shapes(cfg)) + ["m"]
+    params = list(matmul_shapes(cfg)) + ["m"]
     meta = {"kernel": name, "threads": THREADS, "grid_x": -(-cfg.N // schedule.block_n),
             "block_m": schedule.block_m, "shared_bytes": 0, "params": params, "target": target}
     return KernelArtifact(ptx, meta)

@@ -161,8 +161,9 @@ def attention_schedule(cfg, target: str, **overrides) -> AttentionSchedule:
     dim <= 64: 128 query rows on 4 warps (32 rows each) with Q in registers, 64-key tiles, 3 stages,
       overlap (tile t+1's Q K^T issued before tile t's softmax).
     dim <= 128: 32 rows per warp with Q re-read from shared memory (registers hold the 32 x dim f32
-      output), 64-key tiles, 2 stages; 8 warps (256 rows, K/V tiles shared by twice the rows) when not
-      causal and that still gives two waves of blocks, else 4 warps (128 rows: a smaller causal diagonal).
+      output), 64-key tiles; 8 warps (256 rows, K/V tiles shared by twice the rows, one block per SM,
+      3 stages) when not causal and that still gives two waves of blocks, else 4 warps (128 rows: a
+      smaller causal diagonal, two blocks per SM, 2 stages).
     dim <= 256: 64 query rows on 4 warps, 32-key tiles.
     """
     if cfg.dim <= 64:
@@ -170,7 +171,7 @@ def attention_schedule(cfg, target: str, **overrides) -> AttentionSchedule:
     elif cfg.dim <= 128:
         blocks_256 = -(-cfg.seq_len // 256) * cfg.batch * cfg.heads
         if not cfg.is_causal and blocks_256 >= 2 * SM_COUNT.get(target, 108):
-            sched = AttentionSchedule(block_q=256, block_kv=64, warps=8, stages=2, q_in_regs=False)
+            sched = AttentionSchedule(block_q=256, block_kv=64, warps=8, stages=3, q_in_regs=False)
         else:
             sched = AttentionSchedule(block_q=128, block_kv=64, warps=4, stages=2, q_in_regs=False)
     else:

@@ -15,7 +15,13 @@ Kernel design (one block per `block_q` query rows of one (batch, head); see docs
 - Causal: tiles entirely above the diagonal are never loaded; tiles that need a mask (the diagonal
   ones and the one crossing seq_len) run in a second loop that masks scores to -inf. Blocks of a head
   run heaviest (last query block) first.
+- Overlap (schedule `overlap`, stages >= 3): the loop is software-pipelined: iteration t waits for tile
+  t+1, issues S_{t+1} = Q K_{t+1}^T, then the softmax of S_t and P V_t, so the tensor cores have work during
+  the softmax; S_0 is computed before the loops and the last tile after them.
 - Epilogue: divide by the row sum, round to f16, store rows < seq_len.
+Every value (shapes, strides, tile counts of non-causal configs) is a compile-time constant of the config;
+a kernel takes the four bare pointers (q, k, v, out), 16-byte aligned, and runs on a 1-D grid of
+ceil(seq_len / block_q) * batch * heads blocks with the dynamic shared memory of `attention_smem_bytes`.
 """
 from __future__ import annotations
 
@@ -24,7 +30,7 @@ from dataclasses import fields
 
 from lowbit.compiler.schedule import AttentionSchedule, attention_schedule, attention_smem_bytes
 from lowbit.config import FlashAttenConfig
-from lowbit.dialects.lowbit import ATTENTION_OP, _value, read_config_attrs
+from lowbit.dialects.lowbit import ATTENTION_OP, _value
 from mlir import ir
 
 from .base import ModulePass, RewritePattern, replace_with_call, symbol_suffix
@@ -32,8 +38,12 @@ from .emitters import gpu
 from .emitters.ir import Emitter
 from .lower_attention_to_loops import ATTENTION_FIELDS
 from .lower_matmul_to_gpu import GPU_MODULE
+from .verify import verified_attention
 
 LOG2E = 1.4426950408889634
+# Row max as a balanced tree (log depth) instead of a chain: measured at compile time to raise register
+# pressure (more spills at dim 128), so off.
+TREE_MAX = False
 NEG_INF = "0xFF800000"
 
 
@@ -86,25 +96,34 @@ class AttentionKernel:
             with e.region(f"scf.if {e.op(f'arith.cmpi slt, {e.i32(st)}, {self.n_tiles} : i32')} {{"):
                 self._copy_tile(e.i32(st))
             gpu.cp_async_commit(e)
-        gpu.cp_async_wait(e, s.stages - 1)
+        overlap = s.overlap
+        gpu.cp_async_wait(e, s.stages - 2 if overlap else s.stages - 1)  # Q (and tile 0 when overlapping)
         gpu.barrier(e)
         self.q_frags = self._load_q_frags() if s.q_in_regs else None
 
         zero, ninf = e.const(0.0, "f32"), e.const(NEG_INF, "f32")
-        n_o = self.MT * self.DT * 4
-        n_r = 2 * self.MT
-        carried = [(zero, "f32")] * n_o + [(ninf, "f32")] * n_r + [(zero, "f32")] * n_r
-        state = None
-        bounds = [(e.i32(0), self.n_full, False), (self.n_full, self.n_tiles, True)]
+        n_o, n_r, n_s = self.MT * self.DT * 4, 2 * self.MT, self.MT * self.NT * 4
+        carried = [zero] * n_o + [ninf] * n_r + [zero] * n_r
+        if overlap:  # the scores of tile 0 are computed before the loop, those of tile t + 1 in iteration t
+            carried += _flat(self._qk(e.i32(0)))
+            last = self._sub(self.n_tiles, e.i32(1))
+            split = self._bin("minsi", self.n_full, last)
+            bounds = [(e.i32(0), split, False), (split, last, True)]
+        else:
+            bounds = [(e.i32(0), self.n_full, False), (self.n_full, self.n_tiles, True)]
+        state = carried
         for lo, hi, masked in bounds:
-            init = carried if state is None else [(v, "f32") for v in state]
-            with e.for_loop(lo, hi, e.i32(1), init, hint="t", ty="i32") as loop:
-                o, m, l = loop.args[:n_o], loop.args[n_o:n_o + n_r], loop.args[n_o + n_r:]
-                o, m, l = self._tile(loop.iv, o, m, l, masked)
-                vals = o + m + l
+            with e.for_loop(lo, hi, e.i32(1), [(v, "f32") for v in state], hint="t", ty="i32") as loop:
+                o, m, l = loop.args[:n_o], loop.args[n_o:n_o + n_r], loop.args[n_o + n_r:n_o + 2 * n_r]
+                scores = _unflat(loop.args[n_o + 2 * n_r:], self.MT, self.NT) if overlap else None
+                vals = self._tile(loop.iv, o, m, l, masked, scores)
                 e.line(f"scf.yield {', '.join(vals)} : {', '.join(['f32'] * len(vals))}")
             state = loop.results
-        self._epilogue(state[:n_o], state[n_o + n_r:])
+        o, l = state[:n_o], state[n_o + n_r:n_o + 2 * n_r]
+        if overlap:  # the last tile: its scores are in hand and no next tile is fetched
+            m = state[n_o:n_o + n_r]
+            o, m, l = self._softmax_pv(last, _unflat(state[n_o + 2 * n_r:], self.MT, self.NT), o, m, l, True)
+        self._epilogue(o, l)
         return self._wrap(e.text())
 
     def _wrap(self, body: str) -> str:
@@ -316,22 +335,36 @@ class AttentionKernel:
         return [[self._q_frag(qbase, mt, ks) for ks in range(self.KS)] for mt in range(self.MT)]
 
     # ------------------------------------------------------------------ one K/V tile
-    def _tile(self, t: str, o: list, m: list, l: list, masked: bool):
+    def _tile(self, t: str, o: list, m: list, l: list, masked: bool, scores=None) -> list:
+        """One iteration over K/V tile `t`; returns the carried values (output, max, sum[, next scores]).
+
+        Without overlap: wait for tile t, prefetch, S = Q K_t^T, softmax, O += P V_t. With overlap (`scores`
+        holds S_t): wait for tile t + 1, prefetch, S_{t+1} = Q K_{t+1}^T (independent of the softmax of S_t,
+        so the tensor cores run while the softmax does), softmax of S_t, O += P V_t."""
         e, s = self.e, self.s
-        gpu.cp_async_wait(e, s.stages - 2)
+        gpu.cp_async_wait(e, s.stages - (3 if scores is not None else 2))
         gpu.barrier(e)
         ahead = self._addc(t, s.stages - 1)
         with e.region(f"scf.if {e.op(f'arith.cmpi slt, {ahead}, {self.n_tiles} : i32')} {{"):
             self._copy_tile(ahead)
         gpu.cp_async_commit(e)
+        if scores is None:
+            o, m, l = self._softmax_pv(t, self._qk(t), o, m, l, masked)
+            return o + m + l
+        nxt = self._qk(self._addc(t, 1))
+        o, m, l = self._softmax_pv(t, scores, o, m, l, masked)
+        return o + m + l + _flat(nxt)
 
+    def _slot_ptr(self, t: str, lane: str) -> str:
+        e, s = self.e, self.s
         slot = self._bin("remui", t, e.i32(s.stages))
-        slot_base = self._mul(slot, e.i32(self.stage_bytes))
-        kbase = self._smem_ptr(self._add(slot_base, self.k_lane))
-        vbase = self._smem_ptr(self._add(slot_base, self.v_lane))
-        qbase = None if self.q_frags else self._smem_ptr(self.q_lane)
+        return self._smem_ptr(self._add(self._mul(slot, e.i32(self.stage_bytes)), lane))
 
-        # S = Q K^T: acc[mt][nt] = 4 f32 (rows g, g+8 x keys 2qd, 2qd+1 of n8 tile nt)
+    def _qk(self, t: str):
+        """S = Q K_t^T: acc[mt][nt] = 4 f32 (rows g, g+8 x keys 2qd, 2qd+1 of n8 tile nt)."""
+        e = self.e
+        kbase = self._slot_ptr(t, self.k_lane)
+        qbase = None if self.q_frags else self._smem_ptr(self.q_lane)
         zero = e.const(0.0, "f32")
         acc = [[[zero] * 4 for _ in range(self.NT)] for _ in range(self.MT)]
         for ks in range(self.KS):
@@ -345,19 +378,21 @@ class AttentionKernel:
                     for j in range(2):
                         nt = 2 * ntp + j
                         acc[mt][nt] = gpu.mma(e, "f16.f32", qf[mt], kf[2 * j:2 * j + 2], acc[mt][nt])
+        return acc
 
+    def _softmax_pv(self, t: str, acc, o: list, m: list, l: list, masked: bool):
+        """Mask (when `masked`), online softmax of the scores `acc` of tile t, then O += P V_t."""
+        e = self.e
         if masked:
+            acc = [[list(x) for x in row] for row in acc]
             self._mask(t, acc)
         o, m, l, p = self._softmax(acc, o, m, l)
-
-        # O += P V: P's accumulators of n8 tiles (2pk, 2pk+1) are the A fragment of k16 step pk
+        # P's accumulators of n8 tiles (2pk, 2pk+1) are the A fragment of the k16 step pk of P V
+        vbase = self._slot_ptr(t, self.v_lane)
         o = list(o)
         for pk in range(self.PS):
-            a = []
-            for mt in range(self.MT):
-                t0, t1 = p[mt][2 * pk], p[mt][2 * pk + 1]
-                a.append([gpu.pack_f16x2(e, t0[0], t0[1]), gpu.pack_f16x2(e, t0[2], t0[3]),
-                          gpu.pack_f16x2(e, t1[0], t1[1]), gpu.pack_f16x2(e, t1[2], t1[3])])
+            a = [[gpu.pack_f16x2(e, *p[mt][nt][half]) for nt in (2 * pk, 2 * pk + 1) for half in (0, 1)]
+                 for mt in range(self.MT)]
             for dtp in range(self.DT // 2):
                 vf = self._ldm(vbase, pk * 16 * self.row + dtp * 32, True)
                 for mt in range(self.MT):
@@ -384,19 +419,31 @@ class AttentionKernel:
                         idx = 2 * half + c
                         acc[mt][nt][idx] = e.op(f"arith.select {ok}, {acc[mt][nt][idx]}, {ninf} : f32")
 
+    def _tree(self, op: str, vals: list) -> str:
+        """A balanced reduction (log depth) of f32 `vals` with arith.`op`."""
+        vals = list(vals)
+        while len(vals) > 1:
+            vals = [self._bin(op, vals[i], vals[i + 1], "f32") if i + 1 < len(vals) else vals[i]
+                    for i in range(0, len(vals), 2)]
+        return vals[0]
+
     def _softmax(self, acc, o, m, l):
-        """Online softmax update of the rows (mt, half): new max, probabilities, sums and output rescale."""
+        """Online softmax update of the rows (mt, half): new max, probabilities (returned packed to f16
+        pairs: p[mt][nt] = [rows g, rows g+8]), sums and the output rescale."""
         e = self.e
         sl2 = e.const(self.scale_log2, "f32")
         o, m_new, l_new = list(o), list(m), list(l)
-        p = [[[None] * 4 for _ in range(self.NT)] for _ in range(self.MT)]
+        p = [[[None, None] for _ in range(self.NT)] for _ in range(self.MT)]
         for mt in range(self.MT):
             for half in range(2):
                 r = 2 * mt + half
-                vals = [acc[mt][nt][2 * half + c] for nt in range(self.NT) for c in range(2)]
-                mx = vals[0]
-                for v in vals[1:]:
-                    mx = self._bin("maxnumf", mx, v, "f32")
+                row_vals = [acc[mt][nt][2 * half + c] for nt in range(self.NT) for c in range(2)]
+                if TREE_MAX:
+                    mx = self._tree("maxnumf", row_vals)
+                else:
+                    mx = row_vals[0]
+                    for v in row_vals[1:]:
+                        mx = self._bin("maxnumf", mx, v, "f32")
                 for lane_mask in (1, 2):
                     mx = self._bin("maxnumf", mx, gpu.shfl_xor(e, mx, lane_mask), "f32")
                 mx = self._bin("maxnumf", m[r], mx, "f32", hint="rowmax")
@@ -404,9 +451,9 @@ class AttentionKernel:
                 alpha = gpu.exp2_approx(e, gpu.fma_f32(e, m[r], sl2, neg))
                 total = None
                 for nt in range(self.NT):
-                    for c in range(2):
-                        pv = gpu.exp2_approx(e, gpu.fma_f32(e, acc[mt][nt][2 * half + c], sl2, neg))
-                        p[mt][nt][2 * half + c] = pv
+                    pair = [gpu.exp2_approx(e, gpu.fma_f32(e, acc[mt][nt][2 * half + c], sl2, neg)) for c in range(2)]
+                    p[mt][nt][half] = pair
+                    for pv in pair:
                         total = pv if total is None else self._bin("addf", total, pv, "f32")
                 l_new[r] = gpu.fma_f32(e, l[r], alpha, total)
                 m_new[r] = mx
@@ -440,6 +487,14 @@ class AttentionKernel:
                         gpu.store(e, gpu.pack_f16x2(e, lo, hi), gpu.gep(e, ptr, e.i64(16 * dt), gpu.GLOBAL), gpu.F16X2)
 
 
+def _flat(acc) -> list:
+    return [v for row in acc for tile in row for v in tile]
+
+
+def _unflat(vals, mt: int, nt: int):
+    return [[list(vals[(i * nt + j) * 4:(i * nt + j) * 4 + 4]) for j in range(nt)] for i in range(mt)]
+
+
 class _Cfg:
     """Attribute view of a config dict, for helpers written against FlashAttenConfig."""
 
@@ -450,15 +505,15 @@ class _Cfg:
 SCHEDULE_FIELDS = tuple(f.name for f in fields(AttentionSchedule))
 
 
-def read_schedule(op: ir.Operation, cfg: dict) -> AttentionSchedule:
+def read_schedule(op: ir.Operation, config: FlashAttenConfig) -> AttentionSchedule:
     """The op's `lowbit.schedule` attribute; without one, the default schedule of sm_90a."""
     if "lowbit.schedule" not in op.attributes:
-        full = FlashAttenConfig(**{k: v for k, v in cfg.items()})
-        return attention_schedule(full, "sm_90a")
+        return attention_schedule(config, "sm_90a")
     d = ir.DictAttr(op.attributes["lowbit.schedule"])
     values = {f: _value(d[f]) for f in SCHEDULE_FIELDS if f in d}
-    if "q_in_regs" in values:
-        values["q_in_regs"] = bool(values["q_in_regs"])
+    for flag in ("q_in_regs", "overlap"):
+        if flag in values:
+            values[flag] = bool(values[flag])
     sched = AttentionSchedule(**values)
     sched.check()
     return sched
@@ -485,9 +540,9 @@ class AttentionToGpu(RewritePattern):
     op_name = ATTENTION_OP
 
     def rewrite(self, op, module):
-        cfg = read_config_attrs(op, ATTENTION_FIELDS)
-        types = {name: str(v.type) for name, v in zip(("q", "k", "v", "out"), op.operands)}
-        kernel = AttentionKernel(cfg, read_schedule(op, cfg))
+        config, types = verified_attention(op)
+        cfg = {name: getattr(config, name) for name in ATTENTION_FIELDS}
+        kernel = AttentionKernel(cfg, read_schedule(op, config))
         kernel_text = kernel.emit()
         launch = emit_launch(kernel, types)
         name = "lowbit_attention_launch_" + symbol_suffix(launch)

@@ -7,7 +7,7 @@ from dataclasses import fields
 
 from lowbit.config import FlashAttenConfig, MatmulConfig
 from lowbit.dialects.lowbit import matmul_operands, read_config_attrs
-from lowbit.frontend import DYNAMIC, attention_shapes, matmul_shapes
+from lowbit.shapes import DYNAMIC, attention_shapes, matmul_shapes
 
 ELEMENT = {"float16": "f16", "float32": "f32", "int8": "i8", "int32": "i32"}
 

@@ -5,7 +5,7 @@ import torch
 
 from lowbit.checks import TORCH_DTYPES, check_tensor
 from lowbit.config import FlashAttenConfig
-from lowbit.frontend import attention_shapes
+from lowbit.shapes import attention_shapes
 from lowbit.kernels import kernel_for
 
 

@@ -20,7 +20,7 @@ import torch
 from lowbit import formats
 from lowbit.checks import TORCH_DTYPES
 from lowbit.config import MatmulConfig
-from lowbit.frontend import matmul_shapes
+from lowbit.shapes import matmul_shapes
 from lowbit.layout import from_kernel_order, layout_of
 from lowbit.matmul import Matmul
 

@@ -9,7 +9,7 @@ import torch
 from lowbit import formats
 from lowbit.checks import TORCH_DTYPES, check_tensor
 from lowbit.config import MatmulConfig
-from lowbit.frontend import matmul_shapes
+from lowbit.shapes import matmul_shapes
 from lowbit.layout import layout_of, to_kernel_order
 from lowbit.kernels import kernel_for
 

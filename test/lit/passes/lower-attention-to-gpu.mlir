@@ -75,21 +75,33 @@ func.func @causal_gqa(%arg0: memref<1x100x4x64xf16>, %arg1: memref<1x100x2x64xf1
 
 // -----
 
-// Layout 'ntn' (K is [batch, dim, kv_heads, seq_len]), not causal, no schedule attribute (the default one:
-// dim 32 takes 128 query rows on 4 warps with Q in registers): the K tile is stored [dim][key] and read with
-// ldmatrix.trans (col layout), so no row-layout ldmatrix is left in the loop. seq_len 64 is one whole tile:
-// the masked loop runs from 1 to 1.
+// Layout 'ntn' (K is [batch, dim, kv_heads, seq_len]), not causal, no schedule attribute: the default one of
+// dim 32 (128 query rows on 4 warps, Q in registers, 3 stages, overlap). The K tile is stored [dim][key] and
+// read with ldmatrix.trans (col layout). With overlap the scores of tile 0 are computed before the loops,
+// each iteration computes the next tile's scores (carried: 64 output + 4 max + 4 sum + 32 score values),
+// and the last tile's softmax and P V follow the loops.
 // CHECK-LABEL: func.func @ntn(
 // CHECK:         gpu.launch_func @lowbit_kernels::@{{.*}} threads in (%{{.*}}, %{{.*}}, %{{.*}}) dynamic_shared_memory_size
 // CHECK:         gpu.func @lowbit_attention_{{[0-9a-f]+}}(
+// CHECK:           nvvm.cp.async.wait.group 1
+// CHECK-NEXT:      nvvm.barrier0
 // CHECK:           nvvm.ldmatrix %{{.*}} {{{.*}}layout = #nvvm.mma_layout<row>{{.*}}}
-// CHECK:           scf.for
+// CHECK:           nvvm.ldmatrix %{{.*}} {{{.*}}layout = #nvvm.mma_layout<col>{{.*}}}
+// CHECK:           nvvm.mma.sync
+// CHECK:           %[[FULL:[a-z0-9_]+]]:104 = scf.for
+// CHECK-NEXT:        nvvm.cp.async.wait.group 0
+// CHECK-NEXT:        nvvm.barrier0
 // CHECK:             nvvm.cp.async.commit.group
 // CHECK-NOT:         nvvm.ldmatrix {{.*}}mma_layout<row>
 // CHECK:             nvvm.ldmatrix %{{.*}} {{{.*}}layout = #nvvm.mma_layout<col>{{.*}}}
 // CHECK:             nvvm.mma.sync
+// CHECK:             llvm.call_intrinsic "llvm.nvvm.ex2.approx.ftz.f"
 // CHECK:             scf.yield
-// CHECK:           scf.for %{{[a-z0-9_]+}} = %[[ONE:[a-z0-9_]+]] to %[[ONE]] step %[[ONE]] iter_args
+// CHECK:           %[[LAST:[a-z0-9_]+]]:104 = scf.for %{{.*}} iter_args(%{{.*}} = %[[FULL]]#0,
+// CHECK:             scf.yield
+// CHECK:           llvm.call_intrinsic "llvm.nvvm.ex2.approx.ftz.f"
+// CHECK:           nvvm.mma.sync
+// CHECK:           arith.divf
 func.func @ntn(%arg0: memref<2x64x2x32xf16>, %arg1: memref<2x32x2x64xf16>, %arg2: memref<2x64x2x32xf16>, %arg3: memref<2x64x2x32xf16>) {
   "lowbit.attention"(%arg0, %arg1, %arg2, %arg3) {Accu_dtype = "float32", K_dtype = "float16", Out_dtype = "float16", Q_dtype = "float16", V_dtype = "float16", batch = 2 : i64, dim = 32 : i64, heads = 2 : i64, is_causal = false, kv_heads = 2 : i64, layout = "ntn", seq_len = 64 : i64} : (memref<2x64x2x32xf16>, memref<2x32x2x64xf16>, memref<2x64x2x32xf16>, memref<2x64x2x32xf16>) -> ()
   return

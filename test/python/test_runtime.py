@@ -1,0 +1,59 @@
+"""The kernel cache and the runtime's import boundary (no GPU needed)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from lowbit.compiler import cache
+from lowbit.compiler.options import CompileOptions
+
+
+@pytest.fixture
+def cache_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("LOWBIT_CACHE_DIR", str(tmp_path))
+    return tmp_path
+
+
+def test_cache_round_trip_in_LOWBIT_CACHE_DIR(cache_dir):
+    builds = []
+    payload = cache.get_or_build("k1", lambda: builds.append(1) or {"ptx": "x", "meta": {"a": 1}})
+    again = cache.get_or_build("k1", lambda: builds.append(1) or {"ptx": "y", "meta": {}})
+    assert payload == again == {"ptx": "x", "meta": {"a": 1}}
+    assert builds == [1], "the second lookup must come from disk"
+    assert (cache_dir / "k1.json").exists()
+    assert not list(cache_dir.glob(".*.tmp")), "no temporary files are left behind"
+
+
+@pytest.mark.parametrize("damage", ["truncate", "edit", "garbage"])
+def test_corrupted_entry_is_rebuilt(cache_dir, damage):
+    cache.store("k2", {"ptx": "good", "meta": {}})
+    path = cache_dir / "k2.json"
+    text = path.read_text()
+    path.write_text({"truncate": text[: len(text) // 2], "edit": text.replace("good", "evil"),
+                     "garbage": "\x00\x01"}[damage])
+    assert cache.load("k2") is None
+    assert cache.get_or_build("k2", lambda: {"ptx": "rebuilt", "meta": {}})["ptx"] == "rebuilt"
+    assert json.loads(path.read_text())["payload"]["ptx"] == "rebuilt"
+
+
+def test_key_depends_on_every_field():
+    base = CompileOptions("matmul", (("N", 1),), "sm_90a", (("block_m", 16),))
+    variants = [CompileOptions("attention", base.config, base.target, base.schedule),
+                CompileOptions("matmul", (("N", 2),), base.target, base.schedule),
+                CompileOptions("matmul", base.config, "sm_80", base.schedule),
+                CompileOptions("matmul", base.config, base.target, (("block_m", 32),)),
+                CompileOptions("matmul", base.config, base.target, base.schedule, opt_level=3)]
+    keys = {base.key()} | {v.key() for v in variants}
+    assert len(keys) == 6
+    assert base.key() == CompileOptions("matmul", (("N", 1),), "sm_90a", (("block_m", 16),)).key()
+
+
+def test_runtime_imports_without_mlir():
+    code = ("import sys, lowbit, lowbit.runtime.gpu_kernels, lowbit.compiler.cache;"
+            "from lowbit.compiler.options import generator_digest; generator_digest();"
+            "bad = [m for m in sys.modules if m == 'mlir' or m.startswith('mlir.')]; print(bad); assert not bad")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
