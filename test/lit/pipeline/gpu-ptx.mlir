@@ -6,6 +6,11 @@
 // RUN: ptxas -arch=sm_90a %t.mm.ptx -o %t.mm.cubin
 // MATMUL: .target sm_90a
 // MATMUL: .visible .entry lowbit_matmul_{{[0-9a-f]+}}(
+// MATMUL: createpolicy.fractional.L2::evict_first
+// MATMUL: cp.async.cg.shared.global
+// MATMUL: ld.global.nc.L1::no_allocate.L2::cache_hint.v4.u32
+// MATMUL: lop3.b32
+// MATMUL: ldmatrix.sync.aligned.m8n8.x4.shared.b16
 // MATMUL: mma.sync.aligned.m16n8k16.row.col
 
 // RUN: lowbit compile attention --batch 1 --heads 2 --seq_len 128 --dim 64 --is_causal true --target sm_80 --emit ptx -o %t.attn.ptx
