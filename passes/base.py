@@ -66,3 +66,28 @@ def replace_with_call(op: ir.Operation, module: ir.Module, impl: str, impl_name:
         with ir.InsertionPoint(op):
             func.CallOp([], ir.FlatSymbolRefAttr.get(impl_name), list(op.operands))
         op.erase()
+
+
+def _signature(types: dict) -> str:
+    return ", ".join(f"%{name}: {ty}" for name, ty in types.items())
+
+
+def replace_with_func(op: ir.Operation, module: ir.Module, prefix: str, body: str, types: dict) -> None:
+    """Replaces `op` by a call of a new private function `prefix_<hash>` whose arguments are `types`
+    (operand name -> type, in operand order) and whose body is `body`."""
+    name = prefix + symbol_suffix(body)
+    replace_with_call(op, module, f"func.func private @{name}({_signature(types)}) {{\n{body}\n  return\n}}", name)
+
+
+def replace_with_launch(op: ir.Operation, module: ir.Module, prefix: str, launch: str, kernel: str, types: dict,
+                        gpu_module: str) -> None:
+    """Replaces `op` by a call of a host function `prefix_<hash>` (body `launch`, which holds the
+    gpu.launch_func) and adds `kernel` to `gpu.module @gpu_module`, merged with kernels already there."""
+    name = prefix + symbol_suffix(launch)
+    impl = (f"module attributes {{gpu.container_module}} {{\n"
+            f"  func.func private @{name}({_signature(types)}) {{\n{launch}\n    return\n  }}\n"
+            f"  gpu.module @{gpu_module} {{\n{kernel}\n  }}\n}}")
+    with module.context:
+        module.operation.attributes["gpu.container_module"] = ir.UnitAttr.get()
+    replace_with_call(op, module, impl, name, merge_symbols=(gpu_module,))
+

@@ -33,7 +33,7 @@ from lowbit.config import FlashAttenConfig
 from lowbit.dialects.lowbit import ATTENTION_OP, _value
 from mlir import ir
 
-from .base import ModulePass, RewritePattern, replace_with_call, symbol_suffix
+from .base import ModulePass, RewritePattern, replace_with_launch, symbol_suffix
 from .emitters import gpu
 from .emitters.ir import Emitter
 from .lower_attention_to_loops import ATTENTION_FIELDS
@@ -102,7 +102,7 @@ class AttentionKernel:
         self.q_frags = self._load_q_frags() if s.q_in_regs else None
 
         zero, ninf = e.const(0.0, "f32"), e.const(NEG_INF, "f32")
-        n_o, n_r, n_s = self.MT * self.DT * 4, 2 * self.MT, self.MT * self.NT * 4
+        n_o, n_r = self.MT * self.DT * 4, 2 * self.MT
         carried = [zero] * n_o + [ninf] * n_r + [zero] * n_r
         if overlap:  # the scores of tile 0 are computed before the loop, those of tile t + 1 in iteration t
             carried += _flat(self._qk(e.i32(0)))
@@ -544,15 +544,8 @@ class AttentionToGpu(RewritePattern):
         cfg = {name: getattr(config, name) for name in ATTENTION_FIELDS}
         kernel = AttentionKernel(cfg, read_schedule(op, config))
         kernel_text = kernel.emit()
-        launch = emit_launch(kernel, types)
-        name = "lowbit_attention_launch_" + symbol_suffix(launch)
-        args = ", ".join(f"%{k}: {t}" for k, t in types.items())
-        impl = (f"module attributes {{gpu.container_module}} {{\n"
-                f"  func.func private @{name}({args}) {{\n{launch}\n    return\n  }}\n"
-                f"  gpu.module @{GPU_MODULE} {{\n{kernel_text}\n  }}\n}}")
-        with module.context:
-            module.operation.attributes["gpu.container_module"] = ir.UnitAttr.get()
-        replace_with_call(op, module, impl, name, merge_symbols=(GPU_MODULE,))
+        replace_with_launch(op, module, "lowbit_attention_launch_", emit_launch(kernel, types), kernel_text, types,
+                            GPU_MODULE)
 
 
 class LowerAttentionToGpu(ModulePass):

@@ -8,7 +8,7 @@ import math
 
 from lowbit.dialects.lowbit import ATTENTION_OP
 
-from .base import ModulePass, RewritePattern, replace_with_call, symbol_suffix
+from .base import ModulePass, RewritePattern, replace_with_func
 from .emitters.ir import Emitter
 from .verify import verified_attention
 
@@ -22,10 +22,7 @@ class AttentionToLoops(RewritePattern):
 
     def rewrite(self, op, module):
         config, types = verified_attention(op)
-        body = emit_attention_loops(config.as_dict(), types)
-        name = "lowbit_attention_loops_" + symbol_suffix(body)
-        args = ", ".join(f"%{k}: {t}" for k, t in types.items())
-        replace_with_call(op, module, f"func.func private @{name}({args}) {{\n{body}\n  return\n}}", name)
+        replace_with_func(op, module, "lowbit_attention_loops_", emit_attention_loops(config.as_dict(), types), types)
 
 
 def _f32(e: Emitter, buf: str, ty: str, idx: str) -> str:

@@ -20,10 +20,10 @@ from lowbit.formats import format_of
 from lowbit.layout import layout_of
 from mlir import ir
 
-from .base import ModulePass, RewritePattern, replace_with_call, symbol_suffix
+from .base import ModulePass, RewritePattern, replace_with_launch, symbol_suffix
 from .emitters import gpu
 from .emitters.decode import TABLES, decode_word_f16, decode_word_s8, dequantize
-from .emitters.ir import Emitter, mlir_type
+from .emitters.ir import Emitter, mlir_type, saturate_to_i8
 from .verify import verified_matmul
 
 GPU_MODULE = "lowbit_kernels"
@@ -60,7 +60,7 @@ class MatmulKernel:
     # -- the whole kernel --
     def emit(self) -> str:
         e = self.e = Emitter(indent=6)
-        cfg, s = self.cfg, self.s
+        s = self.s
         self._ids()
         if self.fmt.kind in TABLES and not self.int8:
             self._fill_lut()
@@ -106,7 +106,6 @@ class MatmulKernel:
         return self._wrap(e.text())
 
     def _wrap(self, body: str) -> str:
-        cfg, s = self.cfg, self.s
         self.name = "lowbit_matmul_" + symbol_suffix(body)
         body = body.replace("@SMEM_A", f"@{self.name}_smem").replace("@LUT", f"@{self.name}_lut")
         params = ", ".join(f"%{name}: {gpu.GLOBAL}" for name in self.operands) + ", %m: i32"
@@ -192,7 +191,7 @@ class MatmulKernel:
 
     def _copy_a(self, kt: str, stage: int = None):
         """Issues the copy of A's superblock `kt` (rows m0.., zero past m, K and the last tile)."""
-        e, s, cfg = self.e, self.s, self.cfg
+        e, s = self.e, self.s
         per_chunk = 16 // self.abytes if self.a_vector else 1
         per_row = self.KB // per_chunk
         total = s.block_m * per_row
@@ -233,7 +232,7 @@ class MatmulKernel:
 
     def _group_params(self, sb: str, nt: int, steps: int) -> list:
         """Per mma step: (scale, zero) splatted to vector<2xf16>, or None without scaling."""
-        cfg, e = self.cfg, self.e
+        cfg = self.cfg
         if not cfg["with_scaling"]:
             return [None] * steps
         KS, SB, G = self.layout.mma_k, self.SB, self.G
@@ -405,11 +404,7 @@ class MatmulKernel:
         if out_ty in ("i8", "i32"):
             if bias_ptr:
                 v = e.op(f"arith.addi {v}, {gpu.load(e, *bias_ptr)} : i32")
-            if out_ty == "i8":
-                v = e.op(f"arith.maxsi {v}, {e.const(-128, 'i32')} : i32")
-                v = e.op(f"arith.minsi {v}, {e.const(127, 'i32')} : i32")
-                v = e.op(f"arith.trunci {v} : i32 to i8")
-            return v
+            return saturate_to_i8(e, v) if out_ty == "i8" else v
         f = e.op(f"arith.sitofp {v} : i32 to f32") if self.int8 else v
         if bias_ptr:
             b = gpu.load(e, *bias_ptr)
@@ -465,22 +460,12 @@ class MatmulToGpu(RewritePattern):
 
     op_name = MATMUL_OP
 
-    def __init__(self, target: str = "sm_90a"):
-        self.target = target
-
     def rewrite(self, op, module):
         config, types = verified_matmul(op)
         kernel = MatmulKernel(config.as_dict(), read_schedule(op), list(types))
         kernel_text = kernel.emit()
-        launch = emit_launch(kernel, types)
-        name = "lowbit_matmul_launch_" + symbol_suffix(launch)
-        args = ", ".join(f"%{k}: {t}" for k, t in types.items())
-        impl = (f"module attributes {{gpu.container_module}} {{\n"
-                f"  func.func private @{name}({args}) {{\n{launch}\n    return\n  }}\n"
-                f"  gpu.module @{GPU_MODULE} {{\n{kernel_text}\n  }}\n}}")
-        with module.context:
-            module.operation.attributes["gpu.container_module"] = ir.UnitAttr.get()
-        replace_with_call(op, module, impl, name, merge_symbols=(GPU_MODULE,))
+        replace_with_launch(op, module, "lowbit_matmul_launch_", emit_launch(kernel, types), kernel_text, types,
+                            GPU_MODULE)
 
 
 class LowerMatmulToGpu(ModulePass):

@@ -9,9 +9,9 @@ from lowbit.dialects.lowbit import MATMUL_OP
 from lowbit.formats import format_of
 from lowbit.layout import layout_of
 
-from .base import ModulePass, RewritePattern, replace_with_call, symbol_suffix
+from .base import ModulePass, RewritePattern, replace_with_func
 from .emitters.decode import decode, dequantize, extract_code
-from .emitters.ir import Emitter, is_float, mlir_type
+from .emitters.ir import Emitter, is_float, mlir_type, saturate_to_i8
 from .verify import verified_matmul
 
 
@@ -46,11 +46,7 @@ class MatmulToLoops(RewritePattern):
 
     def rewrite(self, op, module):
         config, types = verified_matmul(op)
-        body = emit_matmul_loops(config.as_dict(), types)
-        name = "lowbit_matmul_loops_" + symbol_suffix(body)
-        args = ", ".join(f"%{k}: {t}" for k, t in types.items())
-        impl = f"func.func private @{name}({args}) {{\n{body}\n  return\n}}"
-        replace_with_call(op, module, impl, name)
+        replace_with_func(op, module, "lowbit_matmul_loops_", emit_matmul_loops(config.as_dict(), types), types)
 
 
 def emit_matmul_loops(cfg: dict, types: dict) -> str:
@@ -126,11 +122,7 @@ def _emit_epilogue(e: Emitter, cfg, types, acc: str, acc_ty: str, out_ty: str, n
     v = acc
     if cfg["with_bias"]:
         v = e.op(f"arith.addi {v}, {_load(e, '%bias', types['bias'], n, 'bias')} : i32")
-    if out_ty == "i8":
-        v = e.op(f"arith.maxsi {v}, {e.const(-128, 'i32')} : i32")
-        v = e.op(f"arith.minsi {v}, {e.const(127, 'i32')} : i32")
-        v = e.op(f"arith.trunci {v} : i32 to i8")
-    return v
+    return saturate_to_i8(e, v) if out_ty == "i8" else v
 
 
 class LowerMatmulToLoops(ModulePass):

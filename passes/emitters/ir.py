@@ -16,6 +16,13 @@ def is_float(ty: str) -> bool:
     return ty in FLOAT_TYPES
 
 
+def saturate_to_i8(e: "Emitter", v: str) -> str:
+    """An i32 clamped to [-128, 127] and truncated to i8 (int8 outputs saturate)."""
+    v = e.op(f"arith.maxsi {v}, {e.const(-128, 'i32')} : i32")
+    v = e.op(f"arith.minsi {v}, {e.const(127, 'i32')} : i32")
+    return e.op(f"arith.trunci {v} : i32 to i8")
+
+
 class Emitter:
     """Accumulates MLIR lines; `op` emits `%name = <rhs>` and returns the name.
 

@@ -1,7 +1,7 @@
 """Operator configurations: every field of SPEC.md validated when the config is made."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from typing import Optional, Sequence, Tuple, Union
 
 from .formats import WEIGHT_DTYPES, format_of

@@ -335,7 +335,7 @@ class Linear(torch.nn.Module):
             raise ValueError("repack_from_gptq cannot use zeros_mode='rescale' (GPTQ zeros are (q - zero) * scale); "
                              "allowed: 'original' (float16 zeros, exact) or 'quantized'")
         bits, N, K = c.bits, self.out_features, self.in_features
-        per, mask, groups, G = 32 // bits, (1 << bits) - 1, K // c.group, c.group
+        per, mask, groups = 32 // bits, (1 << bits) - 1, K // c.group
         qweight, qzeros, scales = (_get(gptq_module, n) for n in ("qweight", "qzeros", "scales"))
         bias, g_idx = _get(gptq_module, "bias"), _get(gptq_module, "g_idx")
         declared = _get(gptq_module, "bits")

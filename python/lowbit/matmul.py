@@ -1,7 +1,6 @@
 """`Matmul`: the low-bit matmul operator of SPEC.md (weight transform, checks, dispatch)."""
 from __future__ import annotations
 
-import math
 from typing import Optional
 
 import torch
