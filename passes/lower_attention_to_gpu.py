@@ -522,10 +522,7 @@ def read_schedule(op: ir.Operation, config: FlashAttenConfig) -> AttentionSchedu
 def emit_launch(kernel: AttentionKernel, types: dict) -> str:
     """A host function launching `kernel` on the memrefs of a lowbit.attention (bare pointers)."""
     e = Emitter(indent=4)
-    ptrs = []
-    for name, ty in types.items():
-        raw = e.op(f"memref.extract_aligned_pointer_as_index %{name} : {ty} -> index")
-        ptrs.append(e.op(f"llvm.inttoptr {e.op(f'arith.index_cast {raw} : index to i64')} : i64 to {gpu.GLOBAL}", "ptr"))
+    ptrs = gpu.host_pointers(e, types)
     c1 = e.const(1, "index")
     smem = e.const(kernel.smem_bytes, "i32")
     args = ", ".join(f"{p} : {gpu.GLOBAL}" for p in ptrs)

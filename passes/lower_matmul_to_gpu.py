@@ -440,10 +440,7 @@ def emit_launch(kernel: MatmulKernel, types: dict) -> str:
     """A host function launching `kernel` on the memrefs of a lowbit.matmul (bare pointers + m)."""
     e = Emitter(indent=4)
     s, cfg = kernel.s, kernel.cfg
-    ptrs = []
-    for name, ty in types.items():
-        raw = e.op(f"memref.extract_aligned_pointer_as_index %{name} : {ty} -> index")
-        ptrs.append(e.op(f"llvm.inttoptr {e.op(f'arith.index_cast {raw} : index to i64')} : i64 to {gpu.GLOBAL}", "ptr"))
+    ptrs = gpu.host_pointers(e, types)
     c0, c1 = e.const(0, "index"), e.const(1, "index")
     m = e.op(f"memref.dim %a, {c0} : {types['a']}", "m")
     gx = e.const(-(-cfg["N"] // s.block_n), "index")

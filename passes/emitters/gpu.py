@@ -21,6 +21,16 @@ MMA = {
 }
 
 
+def host_pointers(e: Emitter, types: dict) -> list[str]:
+    """In a host function: the aligned base pointer of each memref argument (name -> type) as the
+    !llvm.ptr<1> a bare-pointer kernel takes."""
+    ptrs = []
+    for name, ty in types.items():
+        raw = e.op(f"memref.extract_aligned_pointer_as_index %{name} : {ty} -> index")
+        ptrs.append(e.op(f"llvm.inttoptr {e.op(f'arith.index_cast {raw} : index to i64')} : i64 to {GLOBAL}", "ptr"))
+    return ptrs
+
+
 def special_reg(e: Emitter, op: str) -> str:
     """gpu.thread_id / gpu.block_id as i32."""
     return e.op(f"arith.index_cast {e.op(op)} : index to i32")

@@ -461,3 +461,17 @@ def assert_attention_close(out, ref, V, dim: int, msg: str = "", factor: float =
         raise AssertionError(f"{msg}: {int(bad.sum())}/{bad.numel()} attention outputs out of tolerance; first at "
                              f"{idx}: got {o[idx].item()!r}, reference {ref[idx].item()!r}, tolerance "
                              f"{tol[idx].item():.3g}; max error {worst:.3g}; nan outputs {int(torch.isnan(o).sum())}")
+
+
+# --------------------------------------------------------------------------- errors
+
+def expect(exc, words, fn):
+    """Runs `fn`, which must raise `exc` with every one of `words` in its message; returns the message."""
+    import pytest
+
+    with pytest.raises(exc) as info:
+        fn()
+    msg = str(info.value)
+    for w in words:
+        assert w in msg, f"message {msg!r} lacks {w!r}"
+    return msg

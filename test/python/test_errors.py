@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from lowbit import FlashAtten, FlashAttenConfig, Matmul, MatmulConfig
-from reference import LOGICAL_RANGE, pack_quantized_zeros
+from reference import LOGICAL_RANGE, expect, pack_quantized_zeros
 
 BAD = (TypeError, ValueError)
 
@@ -21,15 +21,6 @@ def grouped():
     A = torch.randn(3, 128, generator=g).to(torch.float16)
     op(A, W, scale=scale)  # the valid call works (and the kernel is built once for the module)
     return op, A, W, scale
-
-
-def expect(exc, words, fn):
-    with pytest.raises(exc) as info:
-        fn()
-    msg = str(info.value)
-    for w in words:
-        assert w in msg, f"message {msg!r} lacks {w!r}"
-    return msg
 
 
 # ------------------------------------------------------------------------------------------ forward: A

@@ -17,19 +17,10 @@ import torch
 
 import lowbit
 from lowbit import Linear, MatmulConfig
-from reference import (LOGICAL_RANGE, SPEC_NF4, TORCH, assert_close, dequantize, e2m1_value, matmul_reference,
+from reference import (LOGICAL_RANGE, SPEC_NF4, TORCH, assert_close, dequantize, e2m1_value, expect, matmul_reference,
                        poisoned_output, random_logical)
 
 BAD = (TypeError, ValueError)
-
-
-def expect(exc, words, fn):
-    with pytest.raises(exc) as info:
-        fn()
-    msg = str(info.value)
-    for w in words:
-        assert w in msg, f"message {msg!r} lacks {w!r}"
-    return msg
 
 
 # ------------------------------------------------------------------------------------------ helpers
