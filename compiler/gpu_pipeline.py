@@ -16,7 +16,6 @@ from lowbit.compiler.pipeline import CompileError, run_lowbit_passes, run_upstre
 from lowbit.compiler.schedule import THREADS, AttentionSchedule, MatmulSchedule
 from lowbit.compiler.target import target_of
 from lowbit.dialects import make_context
-from lowbit.dialects.lowbit import ATTENTION_OP, config_attrs
 from lowbit.passes.lower_matmul_to_gpu import GPU_MODULE
 
 GPU_STAGES = ("lowbit", "gpu", "llvm", "ptx")
@@ -39,20 +38,8 @@ def lowbit_module(op: str, cfg, schedule, ctx: ir.Context) -> ir.Module:
     if op == "matmul":
         return frontend.matmul_module(cfg, ctx, schedule=schedule.as_dict())
     if op == "attention":
-        module = frontend.attention_module(cfg, ctx)
-        _set_schedule(module, ATTENTION_OP, schedule.as_dict())
-        return module
+        return frontend.attention_module(cfg, ctx, schedule=schedule.as_dict())
     raise CompileError(f"the GPU lowering of {op!r} is not available; allowed: 'matmul', 'attention'")
-
-
-def _set_schedule(module: ir.Module, op_name: str, schedule: dict) -> None:
-    with module.context:
-        def visit(op):
-            if op.name == op_name:
-                op.attributes["lowbit.schedule"] = ir.DictAttr.get(config_attrs(schedule))
-            return ir.WalkResult.ADVANCE
-
-        module.operation.walk(visit)
 
 
 def to_gpu(module: ir.Module, target: str) -> ir.Module:

@@ -11,7 +11,6 @@ from mlir import ir, passmanager
 from lowbit.passes import PASSES
 
 CPU_STAGES = ("lowbit", "loops", "llvm")
-ALL_STAGES = ("lowbit", "loops", "llvm", "ptx")
 
 LOOPS_PIPELINE = "builtin.module(inline, canonicalize, cse)"
 CPU_LLVM_PIPELINE = (

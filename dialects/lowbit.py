@@ -71,16 +71,22 @@ def matmul(a, w, out, fields: dict, scale=None, zeros=None, bias=None, schedule:
     """Builds `lowbit.matmul` at the current insertion point (operands are memref values)."""
     optional = [scale, zeros, bias]
     operands = [a, w] + [v for v in optional if v is not None] + [out]
-    attrs = config_attrs(fields)
+    attrs = _op_attrs(fields, schedule)
     attrs["operandSegmentSizes"] = ir.DenseI32ArrayAttr.get([1, 1] + [int(v is not None) for v in optional] + [1])
-    if schedule:
-        attrs["lowbit.schedule"] = ir.DictAttr.get(config_attrs(schedule))
     return ir.Operation.create(MATMUL_OP, results=[], operands=operands, attributes=attrs)
 
 
-def attention(q, k, v, out, fields: dict) -> ir.Operation:
+def attention(q, k, v, out, fields: dict, schedule: Optional[dict] = None) -> ir.Operation:
     """Builds `lowbit.attention` at the current insertion point."""
-    return ir.Operation.create(ATTENTION_OP, results=[], operands=[q, k, v, out], attributes=config_attrs(fields))
+    return ir.Operation.create(ATTENTION_OP, results=[], operands=[q, k, v, out], attributes=_op_attrs(fields, schedule))
+
+
+def _op_attrs(fields: dict, schedule: Optional[dict]) -> dict:
+    """The config fields as attributes, plus the GPU schedule as `lowbit.schedule` when there is one."""
+    attrs = config_attrs(fields)
+    if schedule:
+        attrs["lowbit.schedule"] = ir.DictAttr.get(config_attrs(schedule))
+    return attrs
 
 
 def matmul_operands(op: ir.Operation) -> dict:

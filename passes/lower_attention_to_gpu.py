@@ -244,7 +244,7 @@ class AttentionKernel:
         return out
 
     def _copy_rows(self, dst_base, src_ptr: str, rows: int, per_row: int, dst_row: int, src_row: int,
-                   limit: str = None, limit_cols: bool = False, col_base=None):
+                   limit: str = None, limit_cols: bool = False):
         """cp.async of a rows x (per_row * 16 bytes) tile: smem[dst_base + row * dst_row + 16 * col] <-
         src_ptr[row * src_row + 16 * col]; chunks whose row (col when `limit_cols`) is >= `limit` are zeros."""
         e = self.e
@@ -522,12 +522,8 @@ def read_schedule(op: ir.Operation, config: FlashAttenConfig) -> AttentionSchedu
 def emit_launch(kernel: AttentionKernel, types: dict) -> str:
     """A host function launching `kernel` on the memrefs of a lowbit.attention (bare pointers)."""
     e = Emitter(indent=4)
-    ptrs = gpu.host_pointers(e, types)
-    c1 = e.const(1, "index")
-    smem = e.const(kernel.smem_bytes, "i32")
-    args = ", ".join(f"{p} : {gpu.GLOBAL}" for p in ptrs)
-    e.line(f"gpu.launch_func @{GPU_MODULE}::@{kernel.name} blocks in ({e.const(kernel.grid, 'index')}, {c1}, {c1}) "
-           f"threads in ({e.const(kernel.T, 'index')}, {c1}, {c1}) dynamic_shared_memory_size {smem} args({args})")
+    args = [(p, gpu.GLOBAL) for p in gpu.host_pointers(e, types)]
+    gpu.launch_func(e, GPU_MODULE, kernel.name, (kernel.grid, 1), kernel.T, args, kernel.smem_bytes)
     return e.text()
 
 

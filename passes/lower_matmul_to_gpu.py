@@ -440,15 +440,12 @@ def emit_launch(kernel: MatmulKernel, types: dict) -> str:
     """A host function launching `kernel` on the memrefs of a lowbit.matmul (bare pointers + m)."""
     e = Emitter(indent=4)
     s, cfg = kernel.s, kernel.cfg
-    ptrs = gpu.host_pointers(e, types)
-    c0, c1 = e.const(0, "index"), e.const(1, "index")
-    m = e.op(f"memref.dim %a, {c0} : {types['a']}", "m")
+    args = [(p, gpu.GLOBAL) for p in gpu.host_pointers(e, types)]
+    m = e.op(f"memref.dim %a, {e.const(0, 'index')} : {types['a']}", "m")
     gx = e.const(-(-cfg["N"] // s.block_n), "index")
     gy = e.op(f"arith.ceildivui {m}, {e.const(s.block_m, 'index')} : index", "gy")
-    m32 = e.op(f"arith.index_cast {m} : index to i32")
-    args = ", ".join(f"{p} : {gpu.GLOBAL}" for p in ptrs) + f", {m32} : i32"
-    e.line(f"gpu.launch_func @{GPU_MODULE}::@{kernel.name} blocks in ({gx}, {gy}, {c1}) "
-           f"threads in ({e.const(THREADS, 'index')}, {c1}, {c1}) args({args})")
+    args.append((e.op(f"arith.index_cast {m} : index to i32"), "i32"))
+    gpu.launch_func(e, GPU_MODULE, kernel.name, (gx, gy), THREADS, args)
     return e.text()
 
 

@@ -31,6 +31,18 @@ def host_pointers(e: Emitter, types: dict) -> list[str]:
     return ptrs
 
 
+def launch_func(e: Emitter, gpu_module: str, kernel: str, grid, threads: int, args, shared_bytes: int = 0) -> None:
+    """In a host function: `gpu.launch_func` of `kernel` on an (x, y) grid (index values, or ints made
+    constants here), `threads` threads a block, `args` as (value, type) pairs and `shared_bytes` of
+    dynamic shared memory."""
+    c1 = e.const(1, "index")
+    smem = f" dynamic_shared_memory_size {e.const(shared_bytes, 'i32')}" if shared_bytes else ""
+    grid = [e.const(g, "index") if isinstance(g, int) else g for g in grid]
+    operands = ", ".join(f"{v} : {ty}" for v, ty in args)
+    e.line(f"gpu.launch_func @{gpu_module}::@{kernel} blocks in ({grid[0]}, {grid[1]}, {c1}) "
+           f"threads in ({e.const(threads, 'index')}, {c1}, {c1}){smem} args({operands})")
+
+
 def special_reg(e: Emitter, op: str) -> str:
     """gpu.thread_id / gpu.block_id as i32."""
     return e.op(f"arith.index_cast {e.op(op)} : index to i32")

@@ -48,12 +48,6 @@ class Emitter:
         self.line(f"{name} = {rhs}")
         return name
 
-    def ops(self, rhs: str, count: int, hint: str = "v") -> list[str]:
-        """An op with several results; returns their names."""
-        base = self.fresh(hint)
-        self.line(f"{base}:{count} = {rhs}")
-        return [f"{base}#{i}" for i in range(count)]
-
     def const(self, value, ty: str) -> str:
         key = (repr(value), ty)
         for scope in self._const_scopes:

@@ -53,10 +53,10 @@ def matmul_module(cfg: MatmulConfig, ctx: ir.Context, schedule: Optional[dict] =
     return _single_op_module(ctx, MATMUL_FUNC, matmul_shapes(cfg), build)
 
 
-def attention_module(cfg: FlashAttenConfig, ctx: ir.Context) -> ir.Module:
+def attention_module(cfg: FlashAttenConfig, ctx: ir.Context, schedule: Optional[dict] = None) -> ir.Module:
     """`func.func @lowbit_attention(q, k, v, out)` holding one lowbit.attention."""
 
     def build(args):
-        dialects.attention(args["q"], args["k"], args["v"], args["out"], cfg.as_dict())
+        dialects.attention(args["q"], args["k"], args["v"], args["out"], cfg.as_dict(), schedule=schedule)
 
     return _single_op_module(ctx, ATTENTION_FUNC, attention_shapes(cfg), build)
