@@ -12,6 +12,7 @@ from lowbit.layout import layout_of
 
 SHARED_LIMIT = 48 * 1024  # static shared memory per block without an opt-in
 THREADS = 128
+PARAM_REGISTERS = 16  # registers for prefetched group parameters before the schedule trims prefetch
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,20 @@ class MatmulSchedule:
             raise ValueError(f"schedule w_prefetch={self.w_prefetch} is not allowed; allowed: 1, 2, 3, 4, 6, 8")
 
 
+def param_words(cfg, warp_n_tiles: int) -> int:
+    """Registers holding one iteration's group parameters (scale, zero) of a thread."""
+    if not cfg.with_scaling or cfg.A_dtype == "int8":
+        return 0
+    layout = layout_of(format_of(cfg.W_dtype).bits, cfg.A_dtype)
+    group = cfg.K if cfg.group_size == -1 else cfg.group_size
+    steps = layout.superblock // layout.mma_k
+    if layout.superblock % group == 0:
+        groups = layout.superblock // group
+    else:
+        groups = 1 if group % layout.superblock == 0 else steps
+    return warp_n_tiles * groups * (2 if cfg.with_zeros else 1)
+
+
 def a_tile_bytes(cfg, block_m: int, warps_k: int = 1) -> int:
     """Shared memory of one stage of the A tile: block_m rows of warps_k superblocks, rows padded by 16 bytes."""
     sb = layout_of(format_of(cfg.W_dtype).bits, cfg.A_dtype).superblock
@@ -68,6 +83,12 @@ def matmul_schedule(cfg, bucket: int, target: str, **overrides) -> MatmulSchedul
     else:
         block_m, warp_n_tiles, warps_k, prefetch = (32 if bucket <= 32 else 64), 2, 1, 1
     a_smem = 1  # a_smem=0 (A fragments from L1) measured slower for decode, see docs/perf-notes.md
+    # the group parameters of each prefetched iteration are carried in registers too: with many small
+    # groups per superblock (1- and 2-bit weights, small group_size) prefetch less, then narrow the warp
+    while prefetch > 1 and prefetch * param_words(cfg, warp_n_tiles) > PARAM_REGISTERS:
+        prefetch -= 1
+    while warp_n_tiles > 1 and param_words(cfg, warp_n_tiles) > PARAM_REGISTERS:
+        warp_n_tiles //= 2
     stages = 3
     while warps_k > 1 and a_tile_bytes(cfg, block_m, warps_k) * 2 > SHARED_LIMIT:
         warps_k //= 2

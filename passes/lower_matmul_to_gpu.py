@@ -22,7 +22,7 @@ from mlir import ir
 
 from .base import ModulePass, RewritePattern, replace_with_launch, symbol_suffix
 from .emitters import gpu
-from .emitters.decode import TABLES, decode_word_f16, decode_word_s8, dequantize
+from .emitters.decode import TABLES, decode_word_f16, decode_word_s8, dequantize, s8_scale_bits
 from .emitters.ir import Emitter, mlir_type, saturate_to_i8
 from .verify import verified_matmul
 
@@ -48,13 +48,17 @@ class MatmulKernel:
         self.G = cfg["K"] // self.groups
         self.tiles = self.layout.padded(cfg["K"]) // self.SB  # superblocks
         self.steps = -(-self.tiles // sched.warps_k)  # block iterations
-        self.half = sched.block_m == 8  # one m8 half tile: ldmatrix.x2 and zero rows 8-15 of the mma
+        self.half = sched.block_m == 8  # one m8 half tile: rows 8-15 of the mma repeat rows 0-7, dropped
         self.m_tiles = max(sched.block_m // 16, 1)
         values = self.m_tiles * sched.warp_n_tiles * 4
         reduce_bytes = (sched.warps_k - 1) * sched.warps_n * values * 32 * 4
         self.smem_bytes = max(sched.stages * self.stage_bytes if sched.a_smem else 16, reduce_bytes)
         self.kind = "s8.s32" if self.int8 else ("f16.f16" if cfg["accum_dtype"] == "float16" else "f16.f32")
         self.a_vector = cfg["K"] % (16 // self.abytes) == 0  # rows of A are 16-byte aligned
+        self.s8_scale = s8_scale_bits(cfg["W_dtype"], cfg["K"]) if self.int8 else 0  # undone in the epilogue
+        if cfg["with_scaling"] and self.N * self.groups * 2 >= 1 << 31:
+            raise ValueError(f"the GPU kernel addresses scale/zeros with 32-bit offsets: N * K / group_size = "
+                             f"{self.N * self.groups} must stay below 2**30")
         self.name = None
 
     # -- the whole kernel --
@@ -67,38 +71,52 @@ class MatmulKernel:
         self.w_rows = [self._w_row(nt) for nt in range(s.warp_n_tiles)]
         self.policy = gpu.evict_first_policy(e)
         for st in range(s.stages - 1 if s.a_smem else 0):
-            self._copy_a(e.const(st, "i32"), st)
+            self._copy_a(e.const(st, "i32"), e.i32(st * self.stage_bytes))
             gpu.cp_async_commit(e)
-        # a ring of w_prefetch register sets: the loads of the next iterations are in flight
-        # while this one decodes (memory-bound decode needs many bytes in flight per thread)
+        # a ring of w_prefetch register sets: the weights and group parameters of the next iterations
+        # are in flight while this one decodes (memory-bound decode needs many bytes in flight per
+        # thread, and a parameter loaded where it is used would expose a memory latency every iteration)
         depth = s.w_prefetch
-        ring = [self._load_w(e.i32(i)) for i in range(depth)]
-        w0 = [w for words in ring for w in words]
+        ring = [self._load_stage(e.i32(i)) for i in range(depth)]
+        stage_types = [ty for _, ty in ring[0]]
+        per_set = len(stage_types)
         zero = {"f16.f32": e.const(0.0, "f32"), "s8.s32": e.const(0, "i32"),
                 "f16.f16": e.const("dense<0.0>", gpu.F16X2)}[self.kind]
         acc_ty = {"f16.f32": "f32", "s8.s32": "i32", "f16.f16": gpu.F16X2}[self.kind]
         n_acc = gpu.MMA[self.kind][2]
         n_tiles = self.m_tiles * s.warp_n_tiles
-        carried = [(w, "i32") for w in w0] + [(zero, acc_ty)] * (n_tiles * n_acc)
-        c0, c1, steps = e.const(0, "i32"), e.const(1, "i32"), e.const(self.steps, "i32")
-        with e.for_loop(c0, steps, c1, carried, hint="kt", ty="i32") as loop:
-            kt = loop.iv
-            per_set = len(w0) // depth
-            w_sets = [loop.args[i * per_set:(i + 1) * per_set] for i in range(depth)]
-            accs = loop.args[len(w0):]
-            if s.a_smem:
-                self._copy_a(e.op(f"arith.addi {kt}, {e.const(s.stages - 1, 'i32')} : i32"), None)
-                gpu.cp_async_commit(e)
-            w_new = self._load_w(e.op(f"arith.addi {kt}, {e.i32(depth)} : i32"))
-            if s.a_smem:
-                gpu.cp_async_wait(e, s.stages - 1)
-                gpu.barrier(e)
-            accs = self._compute(kt, w_sets[0], accs, n_acc)
-            if s.a_smem:
-                gpu.barrier(e)
-            w_next = [w for words in w_sets[1:] for w in words] + w_new
-            e.line(f"scf.yield {', '.join(w_next + accs)} : {', '.join(['i32'] * len(w_next) + [acc_ty] * len(accs))}")
-        values = self._acc_values(loop.results[len(w0):])
+        # the shared-memory offsets of the A stage read in this iteration and of the one written (the
+        # stage read in the previous iteration), carried so that no iteration divides by `stages`
+        last = (s.stages - 1) * self.stage_bytes
+        carried = [(e.i32(0), "i32"), (e.i32(last), "i32")] + [v for stage in ring for v in stage] + \
+            [(zero, acc_ty)] * (n_tiles * n_acc)
+        # unrolled by the ring depth so that register set u always serves iteration kt + u and no
+        # registers rotate; iterations past the last superblock add zero (A is zero-filled there)
+        rounds = -(-self.steps // depth) * depth
+        c0, step, stop = e.const(0, "i32"), e.i32(depth), e.i32(rounds)
+        with e.for_loop(c0, stop, step, carried, hint="kt", ty="i32") as loop:
+            read_base, write_base = loop.args[:2]
+            sets = [loop.args[2 + i * per_set:2 + (i + 1) * per_set] for i in range(depth)]
+            accs = loop.args[2 + depth * per_set:]
+            refilled = []
+            for u in range(depth):
+                kt = e.op(f"arith.addi {loop.iv}, {e.i32(u)} : i32")
+                if s.a_smem:
+                    self._copy_a(e.op(f"arith.addi {kt}, {e.const(s.stages - 1, 'i32')} : i32"), write_base)
+                    gpu.cp_async_commit(e)
+                refilled += [v for v, _ in self._load_stage(e.op(f"arith.addi {kt}, {e.i32(depth)} : i32"))]
+                if s.a_smem:
+                    gpu.cp_async_wait(e, s.stages - 1)
+                    gpu.barrier(e)
+                accs = self._compute(kt, read_base, sets[u], accs, n_acc)
+                if s.a_smem:
+                    gpu.barrier(e)
+                bumped = e.op(f"arith.addi {read_base}, {e.i32(self.stage_bytes)} : i32")
+                wrapped = e.op(f"arith.cmpi ugt, {bumped}, {e.i32(last)} : i32")
+                read_base, write_base = e.op(f"arith.select {wrapped}, {e.i32(0)}, {bumped} : i32"), read_base
+            types = ["i32", "i32"] + stage_types * depth + [acc_ty] * len(accs)
+            e.line(f"scf.yield {', '.join([read_base, write_base] + refilled + accs)} : {', '.join(types)}")
+        values = self._acc_values(loop.results[2 + depth * per_set:])
         if self.half:  # rows 8-15 of each mma are padding
             values = [v for i, v in enumerate(values) if i % 4 < 2]
         values = self._reduce_k(values)
@@ -136,11 +154,13 @@ class MatmulKernel:
         warp_n = e.op(f"arith.muli {self.wn}, {e.const(8 * s.warp_n_tiles, 'i32')} : i32")
         self.n_warp = e.op(f"arith.addi {self.n_block}, {warp_n} : i32", "nw")
         self.smem = e.op("llvm.mlir.addressof @SMEM_A : !llvm.ptr<3>", "smem")
-        # ldmatrix.x4: lanes 0-15 address rows 0-15 of the k-low half, lanes 16-31 the k-high half;
-        # ldmatrix.x2 (an m8 half tile): lanes 0-7 rows 0-7 k-low, lanes 8-15 k-high
-        rows = 8 if self.half else 16
-        row = e.op(f"arith.andi {self.lane}, {e.i32(rows - 1)} : i32")
-        half = e.op(f"arith.andi {e.op(f'arith.shrui {self.lane}, {e.i32(rows.bit_length() - 1)} : i32')}, {e.i32(1)} : i32")
+        self.param_base_bits = {name: e.op(f"arith.trunci {e.op(f'llvm.ptrtoint %{name} : {gpu.GLOBAL} to i64')} : i64 to i32")
+                                for name in ("scale", "zeros") if name in self.operands}
+        # ldmatrix.x4: lanes 0-15 address rows 0-15 of the k-low half, lanes 16-31 the k-high half; an
+        # m8 half tile has rows 0-7 only, which lanes 8-15 / 24-31 address again: rows 8-15 of the mma
+        # repeat rows 0-7 and are never stored (this keeps the A registers in place for the mma)
+        row = e.op(f"arith.andi {self.lane}, {e.i32(7 if self.half else 15)} : i32")
+        half = e.op(f"arith.andi {e.op(f'arith.shrui {self.lane}, {e.i32(4)} : i32')}, {e.i32(1)} : i32")
         ldm = e.op(f"arith.addi {e.op(f'arith.muli {row}, {e.i32(self.row_bytes)} : i32')}, "
                    f"{e.op(f'arith.shli {half}, {e.i32(4)} : i32')} : i32")
         # each K-split warp reads its own superblock of the stage
@@ -149,10 +169,11 @@ class MatmulKernel:
     def _fill_lut(self):
         """The 16-entry decode table of nf4 / fp4 into shared memory (every thread writes one entry)."""
         e = self.e
-        values = ", ".join(repr(float(v)) for v in TABLES[self.fmt.kind])
-        table = e.const(f"dense<[{values}]>", "vector<16xf16>")
         idx = e.op(f"arith.andi {self.tid}, {e.const(15, 'i32')} : i32")
-        value = e.op(f"llvm.extractelement {table}[{idx} : i32] : vector<16xf16>")
+        value = e.const(float(TABLES[self.fmt.kind][0]), "f16")
+        for code, entry in enumerate(TABLES[self.fmt.kind][1:], 1):  # selects: no local-memory array
+            hit = e.op(f"arith.cmpi eq, {idx}, {e.i32(code)} : i32")
+            value = e.op(f"arith.select {hit}, {e.const(float(entry), 'f16')}, {value} : f16")
         self.lut = e.op("llvm.mlir.addressof @LUT : !llvm.ptr<3>", "lut")
         ptr = gpu.gep(e, self.lut, e.op(f"arith.shli {idx}, {e.const(1, 'i32')} : i32"), gpu.SHARED, "i32")
         gpu.store(e, value, ptr, "f16", gpu.SHARED)
@@ -178,6 +199,12 @@ class MatmulKernel:
         e = self.e
         return e.op(f"arith.addi {e.op(f'arith.muli {kt}, {e.i32(self.s.warps_k)} : i32')}, {self.kw} : i32", "sb")
 
+    def _load_stage(self, kt: str) -> list[tuple[str, str]]:
+        """Issues the loads of iteration `kt`: this warp's weights, then its raw group parameters, as
+        (value, type) pairs; nothing here waits for them."""
+        words = [(w, "i32") for w in self._load_w(kt)]
+        return words + self._load_params(kt)
+
     def _load_w(self, kt: str) -> list[str]:
         """The 16 bytes of this warp's superblock in iteration `kt` for each of its n8 tiles (64 bytes a
         superblock row); past the last superblock it rereads the last one (A is zero there)."""
@@ -189,21 +216,28 @@ class MatmulKernel:
             words += gpu.load_streaming_16(e, gpu.gep(e, row, off, gpu.GLOBAL), self.policy)
         return words
 
-    def _copy_a(self, kt: str, stage: int = None):
-        """Issues the copy of A's superblock `kt` (rows m0.., zero past m, K and the last tile)."""
+    def _copy_a(self, kt: str, stage_base: str):
+        """Issues the copy of A's superblock `kt` into the stage at byte `stage_base` of shared memory
+        (rows m0.., zero past K and the last tile). A round of chunks whose rows all lie past m is
+        skipped (a block-uniform branch): those rows keep stale values, which only reach output rows
+        that are never stored, since each mma row depends on its own A row alone."""
         e, s = self.e, self.s
         per_chunk = 16 // self.abytes if self.a_vector else 1
         per_row = self.KB // per_chunk
         total = s.block_m * per_row
-        stage_idx = e.const(stage, "i32") if stage is not None else e.op(f"arith.remui {kt}, {e.const(s.stages, 'i32')} : i32")
-        stage_base = e.op(f"arith.muli {stage_idx}, {e.const(self.stage_bytes, 'i32')} : i32")
         k_tile = e.op(f"arith.muli {kt}, {e.const(self.KB, 'i32')} : i32")
         for it in range(math.ceil(total / THREADS)):
             c = e.op(f"arith.addi {self.tid}, {e.const(it * THREADS, 'i32')} : i32", "chunk")
-            if total % THREADS and it == total // THREADS:  # the last round has idle threads
-                with e.region(f"scf.if {e.op(f'arith.cmpi ult, {c}, {e.i32(total)} : i32')} {{"):
-                    self._copy_a_chunk(c, per_row, per_chunk, k_tile, stage_base)
-            else:
+            first_row = it * THREADS // per_row
+            needed = first_row > 0 and e.op(
+                f"arith.cmpi ult, {e.op(f'arith.addi {self.m_block}, {e.i32(first_row)} : i32')}, %m : i32")
+            idle = total % THREADS and it == total // THREADS and e.op(f"arith.cmpi ult, {c}, {e.i32(total)} : i32")
+            conditions = [x for x in (needed, idle) if x]
+            if not conditions:
+                self._copy_a_chunk(c, per_row, per_chunk, k_tile, stage_base)
+                continue
+            cond = conditions[0] if len(conditions) == 1 else e.op(f"arith.andi {needed}, {idle} : i1")
+            with e.region(f"scf.if {cond} {{"):
                 self._copy_a_chunk(c, per_row, per_chunk, k_tile, stage_base)
 
     def _copy_a_chunk(self, c, per_row, per_chunk, k_tile, stage_base):
@@ -230,65 +264,103 @@ class MatmulKernel:
             v = e.op(f"arith.select {valid}, {v}, {e.const(0 if self.int8 else 0.0, a_ty)} : {a_ty}")
             gpu.store(e, v, dst, a_ty, gpu.SHARED)
 
-    def _group_params(self, sb: str, nt: int, steps: int) -> list:
-        """Per mma step: (scale, zero) splatted to vector<2xf16>, or None without scaling."""
-        cfg = self.cfg
-        if not cfg["with_scaling"]:
-            return [None] * steps
+    def _group_keys(self) -> list[int]:
+        """Per mma step of a superblock: which of the superblock's groups it uses (0, 1, ...)."""
         KS, SB, G = self.layout.mma_k, self.SB, self.G
-        cache, out = {}, []
-        for step in range(steps):
-            if SB % G == 0:
-                key = (KS * step) // G
-            elif G % SB == 0:
-                key = 0
-            else:
-                key = step
-            if key not in cache:
-                cache[key] = self._load_group(self._group_index(sb, step), nt)
-            out.append(cache[key])
-        return out
+        steps = SB // KS
+        if SB % G == 0:  # whole groups inside the superblock
+            return [(KS * step) // G for step in range(steps)]
+        if G % SB == 0:  # the superblock inside one group
+            return [0] * steps
+        return list(range(steps))  # groups not aligned to superblocks: one lookup per step
 
-    def _group_index(self, sb: str, step: int) -> str:
-        e = self.e
+    def _load_params(self, kt: str) -> list[tuple[str, str]]:
+        """Issues the loads of the scale and zero of each n8 tile and group of this warp's superblock
+        in iteration `kt`: the aligned words holding them (per tile, per group, scale then zero)."""
+        if not self.cfg["with_scaling"] or self.int8:
+            return []
+        e, sb = self.e, self._superblock(kt)
+        return [(gpu.load_aligned_word(e, gpu.gep(e, f"%{name}", gpu.i64(e, off), gpu.GLOBAL)), "i32")
+                for nt in range(self.s.warp_n_tiles) for step in self._group_steps()
+                for name, off in self._param_offsets(sb, step, nt)]
+
+    def _group_params(self, sb: str, words: list[str], nt: int) -> list:
+        """Per mma step of tile `nt` in superblock `sb`: (scale, zero) splatted to vector<2xf16>, taken
+        from the words `_load_params` loaded, or None without scaling."""
+        cfg, e = self.cfg, self.e
+        keys = self._group_keys()
+        if not cfg["with_scaling"]:
+            return [None] * len(keys)
+        per_group = 2 if cfg["with_zeros"] else 1
+        firsts = self._group_steps()
+        splats = []
+        for gi, step in enumerate(firsts):
+            offsets = self._param_offsets(sb, step, nt)
+            at = (nt * len(firsts) + gi) * per_group
+            scale = _splat(e, _as_f16(e, _bits_at(e, words[at], self._bit_offset(*offsets[0]), 16)))
+            zero = self._zero_value(words[at + 1], self._bit_offset(*offsets[1]), nt) if cfg["with_zeros"] else None
+            splats.append((scale, zero))
+        return [splats[k] for k in keys]
+
+    def _group_steps(self) -> list[int]:
+        """The first mma step of each group of a superblock."""
+        keys = self._group_keys()
+        return [keys.index(k) for k in sorted(set(keys))]
+
+    def _param_offsets(self, sb: str, step: int, nt: int) -> list[tuple[str, str]]:
+        """(operand, byte offset as i32) of the scale (and zero) of this thread's column in tile `nt`
+        at mma step `step` of superblock `sb` (a quantized zero: the byte holding it)."""
+        cfg, e = self.cfg, self.e
         k = e.op(f"arith.addi {e.op(f'arith.muli {sb}, {e.i32(self.SB)} : i32')}, {e.const(self.layout.mma_k * step, 'i32')} : i32")
         gidx = e.op(f"arith.divui {k}, {e.const(self.G, 'i32')} : i32")
-        return e.op(f"arith.minui {gidx}, {e.const(self.groups - 1, 'i32')} : i32", "gidx")
-
-    def _load_group(self, gidx: str, nt: int):
-        cfg, e = self.cfg, self.e
+        gidx = e.op(f"arith.minui {gidx}, {e.const(self.groups - 1, 'i32')} : i32", "gidx")
         n = self.w_rows[nt][0]
-        idx = gpu.i64(e, e.op(f"arith.addi {e.op(f'arith.muli {n}, {e.i32(self.groups)} : i32')}, {gidx} : i32"))
-        byte = e.op(f"arith.shli {idx}, {e.const(1, 'i64')} : i64")
-        scale = _splat(e, gpu.load(e, gpu.gep(e, "%scale", byte, gpu.GLOBAL), "f16"))
-        zero = None
+        idx = e.op(f"arith.addi {e.op(f'arith.muli {n}, {e.i32(self.groups)} : i32')}, {gidx} : i32")
+        out = [("scale", e.op(f"arith.shli {idx}, {e.i32(1)} : i32"))]
         if cfg["with_zeros"] and cfg["zeros_mode"] == "quantized":
-            bits, per_byte = self.fmt.bits, 8 // self.fmt.bits
-            row = e.op(f"arith.muli {gpu.i64(e, gidx)}, {e.const(cfg['N'] * bits // 8, 'i64')} : i64")
-            col = gpu.i64(e, e.op(f"arith.divui {n}, {e.const(per_byte, 'i32')} : i32"))
-            raw = gpu.load(e, gpu.gep(e, "%zeros", e.op(f"arith.addi {row}, {col} : i64"), gpu.GLOBAL), "i8")
-            shift = e.op(f"arith.muli {e.op(f'arith.remui {n}, {e.i32(per_byte)} : i32')}, {e.const(bits, 'i32')} : i32")
-            wide = e.op(f"arith.extui {raw} : i8 to i32")
-            code = e.op(f"arith.andi {e.op(f'arith.shrui {wide}, {shift} : i32')}, {e.i32((1 << bits) - 1)} : i32")
-            zero = _splat(e, e.op(f"arith.uitofp {code} : i32 to f16"))
+            row = e.op(f"arith.muli {gidx}, {e.i32(cfg['N'] * self.fmt.bits // 8)} : i32")
+            out.append(("zeros", e.op(f"arith.addi {row}, {e.op(f'arith.divui {n}, {e.i32(8 // self.fmt.bits)} : i32')} : i32")))
         elif cfg["with_zeros"]:
-            zero = _splat(e, gpu.load(e, gpu.gep(e, "%zeros", byte, gpu.GLOBAL), "f16"))
-        return scale, zero
+            out.append(("zeros", out[0][1]))
+        return out
 
-    def _compute(self, kt: str, w_words: list[str], accs: list[str], n_acc: int) -> list[str]:
+    def _bit_offset(self, name: str, offset: str) -> str:
+        """The bit offset of byte `offset` of operand `name` inside its aligned 32-bit word (only the
+        low two bits of the address matter, so i32 offsets are exact)."""
+        e = self.e
+        base = self.param_base_bits[name]
+        low = e.op(f"arith.andi {e.op(f'arith.addi {base}, {offset} : i32')}, {e.i32(3)} : i32")
+        return e.op(f"arith.shli {low}, {e.i32(3)} : i32", "shift")
+
+    def _zero_value(self, word: str, shift: str, nt: int) -> str:
+        """The zero point splatted: the f16 at bit `shift` of `word`, or the code of this thread's
+        column in the quantized zero byte there."""
+        cfg, e = self.cfg, self.e
+        if cfg["zeros_mode"] != "quantized":
+            return _splat(e, _as_f16(e, _bits_at(e, word, shift, 16)))
+        bits, per_byte = self.fmt.bits, 8 // self.fmt.bits
+        n = self.w_rows[nt][0]
+        slot = e.op(f"arith.muli {e.op(f'arith.remui {n}, {e.i32(per_byte)} : i32')}, {e.const(bits, 'i32')} : i32")
+        code = _bits_at(e, word, e.op(f"arith.addi {shift}, {slot} : i32"), bits)
+        return _splat(e, e.op(f"arith.uitofp {code} : i32 to f16"))
+
+    def _compute(self, kt: str, read_base: str, stage: list[str], accs: list[str], n_acc: int) -> list[str]:
+        """Decodes the loaded stage (weights, then raw group parameters) and runs this iteration's mmas
+        on the A stage at byte `read_base` of shared memory."""
         e, s, cfg = self.e, self.s, self.cfg
         steps = self.SB // self.layout.mma_k
         sb = self._superblock(kt)
+        n_words = 4 * s.warp_n_tiles
+        w_words, raw_params = stage[:n_words], stage[n_words:]
         if s.a_smem:
-            stage = e.op(f"arith.remui {kt}, {e.const(s.stages, 'i32')} : i32")
-            stage_base = e.op(f"arith.addi {e.op(f'arith.muli {stage}, {e.i32(self.stage_bytes)} : i32')}, {self.ldm_offset} : i32")
+            stage_base = e.op(f"arith.addi {read_base}, {self.ldm_offset} : i32")
         b_regs = []  # per n8 tile: every B register of the superblock, in step order
         for nt in range(s.warp_n_tiles):
             regs = []
             for word in w_words[4 * nt: 4 * nt + 4]:
-                regs += decode_word_s8(e, word, cfg["W_dtype"]) if self.int8 else \
+                regs += decode_word_s8(e, word, cfg["W_dtype"], self.s8_scale) if self.int8 else \
                     decode_word_f16(e, word, cfg["W_dtype"], getattr(self, "lut", None))
-            params = self._group_params(sb, nt, steps)
+            params = self._group_params(sb, raw_params, nt)
             if not self.int8 and cfg["with_scaling"]:
                 regs = [dequantize(e, r, gpu.F16X2, cfg["zeros_mode"], *params[i // 2]) for i, r in enumerate(regs)]
             b_regs.append(regs)
@@ -298,10 +370,6 @@ class MatmulKernel:
             for mt in range(self.m_tiles):
                 if not s.a_smem:
                     a = self._a_fragment_global(sb, step, mt)
-                elif self.half:
-                    off = e.op(f"arith.addi {stage_base}, {e.const(mt * 16 * self.row_bytes + step * 32, 'i32')} : i32")
-                    low, high = gpu.ldmatrix(e, gpu.gep(e, self.smem, off, gpu.SHARED, "i32"), 2)
-                    a = [low, e.i32(0), high, e.i32(0)]
                 else:
                     off = e.op(f"arith.addi {stage_base}, {e.const(mt * 16 * self.row_bytes + step * 32, 'i32')} : i32")
                     a = gpu.ldmatrix_x4(e, gpu.gep(e, self.smem, off, gpu.SHARED, "i32"))
@@ -396,6 +464,8 @@ class MatmulKernel:
 
     def _convert_out(self, v: str, col: str, out_ty: str) -> str:
         e, cfg = self.e, self.cfg
+        if self.s8_scale:  # exact: every product carried the factor
+            v = e.op(f"arith.shrsi {v}, {e.i32(self.s8_scale)} : i32")
         bias_ptr = None
         if cfg["with_bias"]:
             bias_ty = "i32" if out_ty in ("i8", "i32") else out_ty
@@ -424,6 +494,16 @@ def _splat(e: Emitter, scalar: str) -> str:
     v = e.op("llvm.mlir.undef : vector<2xf16>")
     v = e.op(f"llvm.insertelement {scalar}, {v}[{e.const(0, 'i32')} : i32] : vector<2xf16>")
     return e.op(f"llvm.insertelement {scalar}, {v}[{e.const(1, 'i32')} : i32] : vector<2xf16>", "splat")
+
+
+def _bits_at(e: Emitter, word: str, shift: str, bits: int) -> str:
+    """The `bits`-wide field at bit `shift` of an i32."""
+    return e.op(f"arith.andi {e.op(f'arith.shrui {word}, {shift} : i32')}, {e.i32((1 << bits) - 1)} : i32")
+
+
+def _as_f16(e: Emitter, raw: str) -> str:
+    """The f16 in the low 16 bits of an i32."""
+    return e.op(f"llvm.bitcast {e.op(f'arith.trunci {raw} : i32 to i16')} : i16 to f16")
 
 
 def read_schedule(op: ir.Operation) -> MatmulSchedule:

@@ -7,7 +7,6 @@ Needs no MLIR.
 from __future__ import annotations
 
 import ctypes
-import functools
 
 import torch
 from cuda.bindings import driver
@@ -59,19 +58,21 @@ class CudaKernel:
                 check(driver.cuFuncSetAttribute(self.function,
                                                 attr.CU_FUNC_ATTRIBUTE_PREFERRED_SHARED_MEMORY_CARVEOUT, 100))
         self._handle = int(self.function)
+        self._cu_launch = _libcuda_launch()  # once per kernel: a machine without a driver can import this module
         self._values: list = []
 
     def _param_buffer(self, n_pointers: int, n_scalars: int) -> list:
-        if len(self._values) != n_pointers + n_scalars:
-            self._values = [ctypes.c_void_p() for _ in range(n_pointers)] + [ctypes.c_int32() for _ in range(n_scalars)]
-            self._params = (ctypes.c_void_p * len(self._values))(*[ctypes.addressof(v) for v in self._values])
-            self._params_address = ctypes.addressof(self._params)
+        self._values = [ctypes.c_void_p() for _ in range(n_pointers)] + [ctypes.c_int32() for _ in range(n_scalars)]
+        self._params = (ctypes.c_void_p * len(self._values))(*[ctypes.addressof(v) for v in self._values])
+        self._params_address = ctypes.addressof(self._params)
         return self._values
 
     def launch(self, grid, pointers, scalars_i32=()) -> None:
-        for slot, value in zip(self._param_buffer(len(pointers), len(scalars_i32)), (*pointers, *scalars_i32)):
+        values = self._values if len(self._values) == len(pointers) + len(scalars_i32) else \
+            self._param_buffer(len(pointers), len(scalars_i32))
+        for slot, value in zip(values, (*pointers, *scalars_i32)):
             slot.value = value
-        if torch.cuda.current_device() == self.index:
+        if torch._C._cuda_getDevice() == self.index:  # torch.cuda.current_device() without its Python layers
             self._launch(grid)
         else:  # the driver launches into the current context: make it the tensors' device's
             with torch.cuda.device(self.index):
@@ -79,18 +80,15 @@ class CudaKernel:
 
     def _launch(self, grid) -> None:
         # straight into libcuda: cuda-python's marshalling costs ~5 us a launch, this ~1 us
-        stream = torch._C._cuda_getCurrentRawStream(self.index)
-        err = _libcuda_launch()(self._handle, grid[0], grid[1], grid[2], self.threads, 1, 1, self.shared_bytes,
-                              stream, self._params_address, None)
+        err = self._cu_launch(self._handle, grid[0], grid[1], grid[2], self.threads, 1, 1, self.shared_bytes,
+                              torch._C._cuda_getCurrentRawStream(self.index), self._params_address, None)
         if err:
             check(driver.CUresult(err))
 
 
-@functools.lru_cache(maxsize=None)
 def _libcuda_launch():
     """libcuda's cuLaunchKernel through ctypes (the library cuda-python itself loaded)."""
-    lib = ctypes.CDLL("libcuda.so.1")
-    fn = lib.cuLaunchKernel
+    fn = ctypes.CDLL("libcuda.so.1").cuLaunchKernel
     fn.argtypes = [ctypes.c_void_p] + [ctypes.c_uint] * 7 + [ctypes.c_void_p] * 3
     fn.restype = ctypes.c_int
     return fn

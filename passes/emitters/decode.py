@@ -108,28 +108,51 @@ def decode_word_f16(e: Emitter, word: str, W_dtype: str, lut: str = None) -> lis
             v = e.op(f"llvm.insertelement {values[i]}, {v}[{e.const(0, 'i32')} : i32] : vector<2xf16>")
             regs.append(e.op(f"llvm.insertelement {values[i + per_word]}, {v}[{e.const(1, 'i32')} : i32] : vector<2xf16>"))
         return regs
-    pair_mask = e.const(_i32(mask | mask << 16), "i32")
+    shift = 0  # the word is shifted only when the next code would leave the 10 mantissa bits
     for i in range(per_word):
         if fmt.kind == "int" and fmt.bits == 1:  # +-1 by flipping the sign bit of -1.0 (0xBC00)
             x = _shift(e, word, "shli", 15 - i)
             regs.append(_f16x2(e, lop3(e, x, e.const(_i32(0x80008000), "i32"), e.const(_i32(0xBC00BC00), "i32"), LUT_AND_XOR)))
             continue
-        x = _shift(e, word, "shrui", fmt.bits * i)
-        if fmt.kind == "uint":
-            h = lop3(e, x, pair_mask, e.const(0x64006400, "i32"), LUT_AND_OR)
-            regs.append(_sub_bias(e, _f16x2(e, h), 1024.0))
-        else:  # signed: (code ^ half) - half, with the xor folded into the magic constant
-            half = 1 << (fmt.bits - 1)
-            h = lop3(e, x, pair_mask, e.const(0x64006400 | half | half << 16, "i32"), LUT_AND_XOR)
-            regs.append(_sub_bias(e, _f16x2(e, h), 1024.0 + half))
+        if fmt.bits * i - shift + fmt.bits > 10:
+            shift = fmt.bits * i
+        p = fmt.bits * i - shift  # the codes sit at bits p and 16 + p: 1024 + code * 2^p under the magic exponent
+        x = _shift(e, word, "shrui", shift)
+        pair_mask = e.const(_i32((mask | mask << 16) << p), "i32")
+        # signed: (code ^ half) - half, with the xor folded into the magic constant
+        half = 1 << (fmt.bits - 1) if fmt.kind == "int" else 0
+        h = _f16x2(e, lop3(e, x, pair_mask, e.const(0x64006400 | (half | half << 16) << p, "i32"),
+                           LUT_AND_XOR if half else LUT_AND_OR))
+        if p == 0:
+            regs.append(_sub_bias(e, h, 1024.0 + half))
+        else:  # (1024 + c * 2^p) * 2^-p - (1024 * 2^-p + half), exact in one fma
+            scale = e.const(f"dense<{2.0 ** -p}>", "vector<2xf16>")
+            bias = e.const(f"dense<{-(1024.0 * 2.0 ** -p + half)}>", "vector<2xf16>")
+            regs.append(e.op(f"llvm.intr.fma({h}, {scale}, {bias}) : (vector<2xf16>, vector<2xf16>, vector<2xf16>) "
+                             f"-> vector<2xf16>", "wdec"))
     return regs
 
 
-def decode_word_s8(e: Emitter, word: str, W_dtype: str) -> list[str]:
-    """Decodes the codes in an i32 `word` into i32 registers of four int8 lanes (s8 mma operands)."""
+def s8_scale_bits(W_dtype: str, K: int) -> int:
+    """log2 of the factor `decode_word_s8` scales signed 2- and 4-bit codes by: a code decoded to the
+    top bits of its int8 lane costs one shift and one and; the int32 sum is shifted back exactly
+    (every product is a multiple of the factor). 0 where that could overflow int32 (|sum| < 128 * 128 * K)."""
+    fmt = format_of(W_dtype)
+    if fmt.kind != "int" or fmt.bits not in (2, 4) or 128 * 128 * K >= 1 << 31:
+        return 0
+    return 8 - fmt.bits
+
+
+def decode_word_s8(e: Emitter, word: str, W_dtype: str, scale_bits: int = 0) -> list[str]:
+    """Decodes the codes in an i32 `word` into i32 registers of four int8 lanes (s8 mma operands);
+    with `scale_bits` (see s8_scale_bits) signed codes come out times 2**scale_bits."""
     fmt = format_of(W_dtype)
     if fmt.bits == 8:
         return [word]
+    if scale_bits:  # code i of each byte moved to the byte's top bits: the lane is code * 2**scale_bits
+        top = e.const(_i32((((1 << fmt.bits) - 1) << scale_bits) * 0x01010101), "i32")
+        return [e.op(f"arith.andi {_shift(e, word, 'shli', scale_bits - fmt.bits * i)}, {top} : i32")
+                for i in range(32 // fmt.bits // 4)]
     per_word = 32 // fmt.bits // 4
     mask = (1 << fmt.bits) - 1
     lanes = e.const(_i32(mask * 0x01010101), "i32")

@@ -78,6 +78,17 @@ def load_streaming_16(e: Emitter, ptr: str, policy: str) -> list[str]:
     return [e.op(f"llvm.extractvalue {s}[{i}] : {STRUCT4['i32']}", "word") for i in range(4)]
 
 
+def load_aligned_word(e: Emitter, ptr: str) -> str:
+    """The aligned 32-bit word holding the byte at `ptr` (a read-only load). For 8- and 16-bit values
+    carried across loop iterations: ptxas packs narrow loads with other values, and the packing waits
+    for the load that was meant to stay in flight. An aligned word never crosses a page, so reading
+    its other bytes cannot fault."""
+    down = e.op(f"arith.andi {e.op(f'llvm.ptrtoint {ptr} : {GLOBAL} to i64')}, {e.const(-4, 'i64')} : i64")
+    aligned = e.op(f"llvm.inttoptr {down} : i64 to {GLOBAL}")
+    return e.op(f'llvm.inline_asm asm_dialect = att "ld.global.nc.b32 $0, [$1];", "=r,l" {aligned} : '
+                f'({GLOBAL}) -> i32', "ld")
+
+
 def cp_async_16(e: Emitter, dst: str, src: str, src_bytes: str) -> None:
     """cp.async of 16 bytes; bytes past `src_bytes` (an i32, 0 or 16) are zero-filled."""
     e.line(f"nvvm.cp.async.shared.global {dst}, {src}, 16, cache = cg, {src_bytes} : {SHARED}, {GLOBAL}, i32")

@@ -22,7 +22,7 @@ class Matmul:
             raise TypeError(f"config must be a MatmulConfig, got {type(config).__name__}")
         self.config = config
         self.schedule = tuple(sorted((schedule or {}).items()))
-        self._kernels: dict = {}  # (device, M bucket) -> kernel
+        self._kernels: dict = {}  # (device, m) -> the kernel of m's bucket
         if schedule:  # validate the overrides now, not at the first launch
             from lowbit.compiler.schedule import matmul_schedule
 
@@ -32,6 +32,12 @@ class Matmul:
         # forward's inputs after A, by their SPEC names: (shape, dtype)
         self._operands = {name: self._shapes[key] for name, key in
                           (("W", "w"), ("scale", "scale"), ("zeros", "zeros"), ("bias", "bias")) if key in self._shapes}
+        # (name, exact shape or None when not taken, torch dtype) in forward's argument order
+        self._specs = [(name, tuple(self._operands[name][0]) if name in self._operands else None,
+                        TORCH_DTYPES[self._operands[name][1]] if name in self._operands else None)
+                       for name in ("W", "scale", "zeros", "bias")]
+        self._a_dtype, self._out_dtype = TORCH_DTYPES[config.A_dtype], TORCH_DTYPES[config.out_dtype]
+        self._k_shape = (config.K,)
 
     def __getstate__(self):  # kernels are rebuilt (or loaded from the cache) after unpickling
         return {**self.__dict__, "_kernels": {}}
@@ -114,39 +120,68 @@ class Matmul:
     # -- running --
     def forward(self, A, W, scale=None, zeros=None, bias=None, output=None) -> torch.Tensor:
         cfg = self.config
-        check_tensor("A", A, cfg.A_dtype)
-        if A.dim() < 1 or A.shape[-1] != cfg.K:
-            raise ValueError(f"A must have shape [..., K={cfg.K}], got {list(A.shape)}")
+        if not (isinstance(A, torch.Tensor) and A.dtype is self._a_dtype and A.shape[-1:] == self._k_shape
+                and A.is_contiguous()):
+            check_tensor("A", A, cfg.A_dtype)
+            if A.dim() < 1 or A.shape[-1] != cfg.K:
+                raise ValueError(f"A must have shape [..., K={cfg.K}], got {list(A.shape)}")
         device = A.device
         operands = [A]
-        for name, t in (("W", W), ("scale", scale), ("zeros", zeros), ("bias", bias)):
-            expected = self._operands.get(name)
-            if expected is None:
+        # the common case costs one expression per tensor; the detailed checks run only to name the error
+        for (name, shape, dtype), t in zip(self._specs, (W, scale, zeros, bias)):
+            if shape is None:
                 if t is not None:
                     raise ValueError(f"{name} was given but this config takes none (see with_scaling/with_zeros/with_bias)")
                 continue
-            if t is None:
-                raise ValueError(f"{name} is required by this config")
-            check_tensor(name, t, expected[1], expected[0], device)
+            if not (isinstance(t, torch.Tensor) and t.dtype is dtype and t.shape == shape and t.device == device
+                    and t.is_contiguous()):
+                if t is None:
+                    raise ValueError(f"{name} is required by this config")
+                check_tensor(name, t, self._operands[name][1], self._operands[name][0], device)
             operands.append(t)
+        m = A.numel() // cfg.K if cfg.K else 0
         out_shape = (*A.shape[:-1], cfg.N)
         if output is None:
-            output = torch.empty(out_shape, dtype=TORCH_DTYPES[cfg.out_dtype], device=device)
-        else:
+            output = torch.empty(out_shape, dtype=self._out_dtype, device=device)
+        elif not (isinstance(output, torch.Tensor) and output.dtype is self._out_dtype and output.shape == out_shape
+                  and output.device == device and output.is_contiguous()):
             check_tensor("output", output, cfg.out_dtype, out_shape, device)
-        m = A.numel() // cfg.K if cfg.K else 0
         if m == 0:
             return output
-        key = (device, cfg.bucket_for(m))
+        operands.append(output)
+        key = (device, m)
         kernel = self._kernels.get(key)
         if kernel is None:
-            kernel = self._kernels[key] = kernel_for("matmul", cfg, device, key[1], self.schedule)
-        operands.append(output)
+            kernel = self._kernels[key] = self._kernel(device, m)
         if device.type == "cuda":
-            kernel.launch([t.data_ptr() for t in operands], m)
+            pointers = [t.data_ptr() for t in operands]
+            if (pointers[0] | pointers[1]) & 15:  # 16-byte loads of A rows and of the weights
+                raise ValueError("A and W must start at 16-byte aligned addresses for the GPU kernel "
+                                 "(got a view at an offset; call .clone() first)")
+            kernel.launch(pointers, m)
         else:
             operands[0], operands[-1] = A.view(m, cfg.K), output.view(m, cfg.N)
             kernel(operands)
         return output
 
+    def _kernel(self, device: torch.device, m: int):
+        """The kernel of the M bucket of `m` rows (an error for m outside a static M), shared by the
+        m of one bucket."""
+        bucket = self.config.bucket_for(m)
+        for (dev, _), kernel in self._kernels.items():
+            if dev == device and kernel.bucket == bucket:
+                return kernel
+        return _BucketKernel(kernel_for("matmul", self.config, device, bucket, self.schedule), bucket)
+
     __call__ = forward
+
+
+class _BucketKernel:
+    """A kernel and the M bucket it was built for."""
+
+    def __init__(self, kernel, bucket: int):
+        self.kernel, self.bucket = kernel, bucket
+        self.launch = getattr(kernel, "launch", None)
+
+    def __call__(self, operands):
+        self.kernel(operands)
