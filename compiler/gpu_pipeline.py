@@ -13,7 +13,7 @@ from mlir.dialects import gpu as gpu_dialect
 from lowbit import frontend
 from lowbit.shapes import matmul_shapes
 from lowbit.compiler.pipeline import CompileError, run_lowbit_passes, run_upstream
-from lowbit.compiler.schedule import THREADS, AttentionSchedule, MatmulSchedule
+from lowbit.compiler.schedule import THREADS, AttentionSchedule, MatmulSchedule, split_words
 from lowbit.compiler.target import target_of
 from lowbit.dialects import make_context
 from lowbit.passes.lower_matmul_to_gpu import GPU_MODULE
@@ -92,9 +92,11 @@ def compile_matmul(cfg, schedule: MatmulSchedule, target: str) -> KernelArtifact
     to_gpu(module, target)
     name = _kernel_name(module)
     ptx = to_ptx(to_llvm(module))
-    params = list(matmul_shapes(cfg)) + ["m"]
+    split = ["ws", "locks"] if schedule.split_k > 1 else []
+    params = list(matmul_shapes(cfg)) + split + ["m"]
     meta = {"kernel": name, "threads": THREADS, "grid_x": -(-cfg.N // schedule.block_n),
-            "block_m": schedule.block_m, "shared_bytes": 0, "params": params, "target": target}
+            "block_m": schedule.block_m, "split_k": schedule.split_k, "split_words": split_words(cfg, schedule),
+            "shared_bytes": 0, "params": params, "target": target}
     return KernelArtifact(ptx, meta)
 
 

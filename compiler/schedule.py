@@ -17,12 +17,13 @@ PARAM_REGISTERS = 16  # registers for prefetched group parameters before the sch
 
 @dataclass(frozen=True)
 class MatmulSchedule:
-    block_m: int  # rows of A per block: 8 (half an m16 tile), 16, 32 or 64 (one to four m16 tiles per warp)
+    block_m: int  # rows of A per block: 8 (half an m16 tile), 16, 32, 64 or 128 (one to eight m16 tiles per warp)
     warp_n_tiles: int  # n8 tiles per warp
     stages: int  # cp.async stages for the A tile in shared memory
     warps_k: int = 1  # the 4 warps split K this many ways (then reduce through shared memory) and N 4 / warps_k ways
     w_prefetch: int = 1  # iterations of weights loaded ahead into registers
     a_smem: int = 1  # 1: A through shared memory (cp.async + ldmatrix); 0: fragments loaded from global (L1)
+    split_k: int = 1  # blocks splitting K (grid z); the last block of a tile sums the partials in a fixed order
 
     @property
     def warps_n(self) -> int:
@@ -36,8 +37,8 @@ class MatmulSchedule:
         return asdict(self)
 
     def check(self) -> None:
-        if self.block_m not in (8, 16, 32, 64):
-            raise ValueError(f"schedule block_m={self.block_m} is not allowed; allowed: 8, 16, 32, 64")
+        if self.block_m not in (8, 16, 32, 64, 128):
+            raise ValueError(f"schedule block_m={self.block_m} is not allowed; allowed: 8, 16, 32, 64, 128")
         if self.warp_n_tiles not in (1, 2, 4):
             raise ValueError(f"schedule warp_n_tiles={self.warp_n_tiles} is not allowed; allowed: 1, 2, 4")
         if self.stages not in (2, 3, 4):
@@ -46,6 +47,8 @@ class MatmulSchedule:
             raise ValueError(f"schedule warps_k={self.warps_k} is not allowed; allowed: 1, 2, 4")
         if self.a_smem not in (0, 1):
             raise ValueError(f"schedule a_smem={self.a_smem} is not allowed; allowed: 0, 1")
+        if self.split_k not in (1, 2, 3, 4, 6, 8, 12, 16):
+            raise ValueError(f"schedule split_k={self.split_k} is not allowed; allowed: 1, 2, 3, 4, 6, 8, 12, 16")
         if self.w_prefetch not in (1, 2, 3, 4, 6, 8):
             raise ValueError(f"schedule w_prefetch={self.w_prefetch} is not allowed; allowed: 1, 2, 3, 4, 6, 8")
 
@@ -64,6 +67,15 @@ def param_words(cfg, warp_n_tiles: int) -> int:
     return warp_n_tiles * groups * (2 if cfg.with_zeros else 1)
 
 
+def split_words(cfg, sched: MatmulSchedule) -> int:
+    """32-bit workspace words one output tile needs with split_k > 1 (else 0): every split's partial
+    accumulators, laid out [split][warps_n][value][lane]."""
+    if sched.split_k == 1:
+        return 0
+    values = max(sched.block_m // 16, 1) * sched.warp_n_tiles * (2 if sched.block_m == 8 else 4)
+    return sched.split_k * sched.warps_n * values * 32
+
+
 def a_tile_bytes(cfg, block_m: int, warps_k: int = 1) -> int:
     """Shared memory of one stage of the A tile: block_m rows of warps_k superblocks, rows padded by 16 bytes."""
     sb = layout_of(format_of(cfg.W_dtype).bits, cfg.A_dtype).superblock
@@ -74,14 +86,24 @@ def a_tile_bytes(cfg, block_m: int, warps_k: int = 1) -> int:
 def matmul_schedule(cfg, bucket: int, target: str, **overrides) -> MatmulSchedule:
     """The default schedule for a MatmulConfig run with up to `bucket` rows, with `overrides` applied.
 
-    Small m (decode) is memory bound: one m8 or m16 tile, the 4 warps split K so that a block covers
+    Small m (decode) is memory bound. m <= 8: one m8 tile, the 4 warps split K so that a block covers
     few columns and many blocks keep every SM streaming weights, 2 iterations of weights in flight per
-    thread. Larger m tiles 64 rows x 64 columns.
+    thread. m <= 16: 128 columns a block (the 16 rows of A are read once per 128 weight columns) and
+    K split over up to 4 blocks to keep the block count up. Up to 64 rows: 32 or 64 rows x 64 columns;
+    more: 64 or (above 256 rows) 128 rows x 128 columns, with as many A stages as shared memory holds.
     """
-    if bucket <= 16:  # measured best of the sweep in docs/perf-notes.md
-        block_m, warp_n_tiles, warps_k, prefetch = (8 if bucket <= 8 else 16), (2 if bucket <= 8 else 4), 4, 2
-    else:
+    split_k, stages = 1, 3  # stages: at most this many, as shared memory allows
+    if bucket <= 8:  # measured best of the sweeps in docs/perf-notes.md
+        block_m, warp_n_tiles, warps_k, prefetch = 8, 2, 4, 2
+    elif bucket <= 16:  # 16 rows of A: wide blocks (less A per weight byte), K split over 4 blocks
+        block_m, warp_n_tiles, warps_k, prefetch, stages = 16, 4, 1, 2, 2
+        superblocks = -(-cfg.K // layout_of(format_of(cfg.W_dtype).bits, cfg.A_dtype).superblock)
+        split_k = max(1, min(4, superblocks // 8))  # at least 8 superblocks a split
+    elif bucket <= 64:
         block_m, warp_n_tiles, warps_k, prefetch = (32 if bucket <= 32 else 64), 2, 1, 1
+    else:  # wider tiles, fewer re-reads of A and W from L2: 128 rows above 256 where the A stages fit
+        block_m, warp_n_tiles, warps_k, prefetch = (128 if bucket > 256 else 64), 4, 1, 1
+        stages = 4
     a_smem = 1  # a_smem=0 (A fragments from L1) measured slower for decode, see docs/perf-notes.md
     # the group parameters of each prefetched iteration are carried in registers too: with many small
     # groups per superblock (1- and 2-bit weights, small group_size) prefetch less, then narrow the warp
@@ -89,7 +111,6 @@ def matmul_schedule(cfg, bucket: int, target: str, **overrides) -> MatmulSchedul
         prefetch -= 1
     while warp_n_tiles > 1 and param_words(cfg, warp_n_tiles) > PARAM_REGISTERS:
         warp_n_tiles //= 2
-    stages = 3
     while warps_k > 1 and a_tile_bytes(cfg, block_m, warps_k) * 2 > SHARED_LIMIT:
         warps_k //= 2
     while block_m > 16 and a_tile_bytes(cfg, block_m, warps_k) * 2 > SHARED_LIMIT:
@@ -99,7 +120,7 @@ def matmul_schedule(cfg, bucket: int, target: str, **overrides) -> MatmulSchedul
     unknown = set(overrides) - {f.name for f in fields(MatmulSchedule)}
     if unknown:
         raise ValueError(f"unknown schedule fields {sorted(unknown)}; allowed: {[f.name for f in fields(MatmulSchedule)]}")
-    sched = replace(MatmulSchedule(block_m, warp_n_tiles, stages, warps_k, prefetch, a_smem), **overrides)
+    sched = replace(MatmulSchedule(block_m, warp_n_tiles, stages, warps_k, prefetch, a_smem, split_k), **overrides)
     sched.check()
     if sched.a_smem and a_tile_bytes(cfg, sched.block_m, sched.warps_k) * sched.stages > SHARED_LIMIT:
         raise ValueError(f"schedule {sched} needs more than {SHARED_LIMIT} bytes of shared memory")

@@ -12,9 +12,9 @@ output, marching over K one weight superblock at a time.
 from __future__ import annotations
 
 import math
-from dataclasses import fields
+from dataclasses import MISSING, fields
 
-from lowbit.compiler.schedule import THREADS, MatmulSchedule, a_tile_bytes
+from lowbit.compiler.schedule import THREADS, MatmulSchedule, a_tile_bytes, split_words
 from lowbit.dialects.lowbit import MATMUL_OP
 from lowbit.formats import format_of
 from lowbit.layout import layout_of
@@ -47,7 +47,10 @@ class MatmulKernel:
         self.groups = cfg["K"] // (cfg["K"] if cfg["group_size"] == -1 else cfg["group_size"])
         self.G = cfg["K"] // self.groups
         self.tiles = self.layout.padded(cfg["K"]) // self.SB  # superblocks
-        self.steps = -(-self.tiles // sched.warps_k)  # block iterations
+        self.steps = -(-self.tiles // sched.warps_k)  # block iterations over all of K
+        # block iterations of each K split, a whole number of prefetch rounds: the splits cover disjoint
+        # superblocks (those past K read zero A and add nothing)
+        self.rounds = -(-self.steps // (sched.split_k * sched.w_prefetch)) * sched.w_prefetch
         self.half = sched.block_m == 8  # one m8 half tile: rows 8-15 of the mma repeat rows 0-7, dropped
         self.m_tiles = max(sched.block_m // 16, 1)
         values = self.m_tiles * sched.warp_n_tiles * 4
@@ -60,6 +63,7 @@ class MatmulKernel:
             raise ValueError(f"the GPU kernel addresses scale/zeros with 32-bit offsets: N * K / group_size = "
                              f"{self.N * self.groups} must stay below 2**30")
         self.name = None
+        self.split_words = split_words(_Cfg(cfg), sched)  # workspace words of one output tile
 
     # -- the whole kernel --
     def emit(self) -> str:
@@ -71,13 +75,13 @@ class MatmulKernel:
         self.w_rows = [self._w_row(nt) for nt in range(s.warp_n_tiles)]
         self.policy = gpu.evict_first_policy(e)
         for st in range(s.stages - 1 if s.a_smem else 0):
-            self._copy_a(e.const(st, "i32"), e.i32(st * self.stage_bytes))
+            self._copy_a(self._iteration(st), e.i32(st * self.stage_bytes))
             gpu.cp_async_commit(e)
         # a ring of w_prefetch register sets: the weights and group parameters of the next iterations
         # are in flight while this one decodes (memory-bound decode needs many bytes in flight per
         # thread, and a parameter loaded where it is used would expose a memory latency every iteration)
         depth = s.w_prefetch
-        ring = [self._load_stage(e.i32(i)) for i in range(depth)]
+        ring = [self._load_stage(self._iteration(i)) for i in range(depth)]
         stage_types = [ty for _, ty in ring[0]]
         per_set = len(stage_types)
         zero = {"f16.f32": e.const(0.0, "f32"), "s8.s32": e.const(0, "i32"),
@@ -92,9 +96,8 @@ class MatmulKernel:
             [(zero, acc_ty)] * (n_tiles * n_acc)
         # unrolled by the ring depth so that register set u always serves iteration kt + u and no
         # registers rotate; iterations past the last superblock add zero (A is zero-filled there)
-        rounds = -(-self.steps // depth) * depth
-        c0, step, stop = e.const(0, "i32"), e.i32(depth), e.i32(rounds)
-        with e.for_loop(c0, stop, step, carried, hint="kt", ty="i32") as loop:
+        start, step, stop = self.k_first, e.i32(depth), self._iteration(self.rounds)
+        with e.for_loop(start, stop, step, carried, hint="kt", ty="i32") as loop:
             read_base, write_base = loop.args[:2]
             sets = [loop.args[2 + i * per_set:2 + (i + 1) * per_set] for i in range(depth)]
             accs = loop.args[2 + depth * per_set:]
@@ -120,13 +123,21 @@ class MatmulKernel:
         if self.half:  # rows 8-15 of each mma are padding
             values = [v for i, v in enumerate(values) if i % 4 < 2]
         values = self._reduce_k(values)
-        self._epilogue(values, n_acc)
+        if s.split_k == 1:
+            self._epilogue(values, n_acc)
+        else:
+            self._reduce_splits(values, n_acc)
         return self._wrap(e.text())
+
+    def _iteration(self, i: int) -> str:
+        """Block iteration i of this block's K split."""
+        return self.e.op(f"arith.addi {self.k_first}, {self.e.i32(i)} : i32")
 
     def _wrap(self, body: str) -> str:
         self.name = "lowbit_matmul_" + symbol_suffix(body)
         body = body.replace("@SMEM_A", f"@{self.name}_smem").replace("@LUT", f"@{self.name}_lut")
-        params = ", ".join(f"%{name}: {gpu.GLOBAL}" for name in self.operands) + ", %m: i32"
+        split = ["ws", "locks"] if self.s.split_k > 1 else []
+        params = ", ".join(f"%{name}: {gpu.GLOBAL}" for name in self.operands + split) + ", %m: i32"
         smem = self.smem_bytes
         lut = ""
         if self.fmt.kind in TABLES and not self.int8:
@@ -143,6 +154,12 @@ class MatmulKernel:
         e, s = self.e, self.s
         self.tid = gpu.special_reg(e, "gpu.thread_id x")
         bx, by = gpu.special_reg(e, "gpu.block_id x"), gpu.special_reg(e, "gpu.block_id y")
+        self.k_first = e.i32(0)  # the first block iteration of this block's K split
+        if s.split_k > 1:
+            grid_x = gpu.special_reg(e, "gpu.grid_dim x")
+            self.tile = e.op(f"arith.addi {e.op(f'arith.muli {by}, {grid_x} : i32')}, {bx} : i32", "tile")
+            self.split = gpu.special_reg(e, "gpu.block_id z")
+            self.k_first = e.op(f"arith.muli {self.split}, {e.i32(self.rounds)} : i32", "k0")
         self.lane = e.op(f"arith.andi {self.tid}, {e.const(31, 'i32')} : i32", "lane")
         self.warp = e.op(f"arith.shrui {self.tid}, {e.const(5, 'i32')} : i32", "warp")
         self.g = e.op(f"arith.shrui {self.lane}, {e.const(2, 'i32')} : i32", "g")
@@ -430,6 +447,49 @@ class MatmulKernel:
                 total[i] = e.op(f"{add} {total[i]}, {gpu.load(e, slot(e.i32(other), i), ty, gpu.SHARED)} : {ty}")
         return total
 
+    def _reduce_splits(self, values: list[str], n_acc: int):
+        """Sums the K splits of this tile: every block leaves its partial sums in the workspace, counts
+        itself done on the tile's lock, and the last one adds all partials in split order (the same
+        result whichever block finishes last), resets the lock for the next launch and stores."""
+        e, s = self.e, self.s
+        ty, n = ("i32" if self.int8 else "f32"), len(values)
+        words = self.split_words  # per tile: [split][wn][value][lane], coalesced
+        assert words == s.split_k * s.warps_n * n * 32
+
+        def slot(split: str, i: int) -> str:
+            w = e.op(f"arith.addi {e.op(f'arith.muli {split}, {e.i32(s.warps_n)} : i32')}, {self.wn} : i32")
+            w = e.op(f"arith.addi {e.op(f'arith.muli {w}, {e.i32(n * 32)} : i32')}, {e.i32(i * 32)} : i32")
+            w = e.op(f"arith.addi {e.op(f'arith.muli {self.tile}, {e.i32(words)} : i32')}, {w} : i32")
+            w = e.op(f"arith.addi {w}, {self.lane} : i32")
+            return gpu.gep(e, "%ws", e.op(f"arith.shli {gpu.i64(e, w)}, {e.i64(2)} : i64"), gpu.GLOBAL)
+
+        first = e.op(f"arith.cmpi eq, {self.kw}, {e.i32(0)} : i32")
+        with e.region(f"scf.if {first} {{"):
+            for i, v in enumerate(values):
+                gpu.store(e, v, slot(self.split, i), ty)
+        gpu.fence_gpu(e)
+        gpu.barrier(e)
+        lock = gpu.gep(e, "%locks", e.op(f"arith.shli {gpu.i64(e, self.tile)}, {e.i64(2)} : i64"), gpu.GLOBAL)
+        flag = gpu.gep(e, self.smem, e.i32(0), gpu.SHARED, "i32")
+        with e.region(f"scf.if {e.op(f'arith.cmpi eq, {self.tid}, {e.i32(0)} : i32')} {{"):
+            done = gpu.atomic_add(e, lock, e.i32(1))
+            gpu.store(e, done, flag, "i32", gpu.SHARED)
+        gpu.barrier(e)
+        done = gpu.load(e, flag, "i32", gpu.SHARED)
+        with e.region(f"scf.if {e.op(f'arith.cmpi eq, {done}, {e.i32(s.split_k - 1)} : i32')} {{"):
+            gpu.fence_gpu(e)
+            total = []
+            for i in range(n):
+                acc = None
+                for z in range(s.split_k):
+                    word = gpu.load_l2(e, slot(e.i32(z), i))
+                    v = word if self.int8 else e.op(f"llvm.bitcast {word} : i32 to f32")
+                    acc = v if acc is None else e.op(f"{'arith.addi' if self.int8 else 'arith.addf'} {acc}, {v} : {ty}")
+                total.append(acc)
+            with e.region(f"scf.if {e.op(f'arith.cmpi eq, {self.tid}, {e.i32(0)} : i32')} {{"):
+                gpu.store(e, e.i32(0), lock, "i32")
+            self._epilogue(total, n_acc)
+
     def _epilogue(self, values: list[str], n_acc: int):
         """acc (+ bias) -> out_dtype, stored by the kw = 0 warps where row < m and col < N."""
         e, s, cfg = self.e, self.s, self.cfg
@@ -511,7 +571,12 @@ def read_schedule(op: ir.Operation) -> MatmulSchedule:
         raise ValueError("lowbit.matmul needs a `lowbit.schedule` attribute for the GPU lowering "
                          "(lowbit compile adds the default one; see lowbit.compiler.schedule)")
     d = ir.DictAttr(op.attributes["lowbit.schedule"])
-    sched = MatmulSchedule(**{f.name: ir.IntegerAttr(d[f.name]).value for f in fields(MatmulSchedule)})
+    required = [f.name for f in fields(MatmulSchedule) if f.default is MISSING]
+    missing = [name for name in required if name not in d]
+    if missing:
+        raise ValueError(f"lowbit.schedule lacks the fields {missing} (fields with defaults may be left out: "
+                         f"{[f.name for f in fields(MatmulSchedule) if f.default is not MISSING]})")
+    sched = MatmulSchedule(**{f.name: ir.IntegerAttr(d[f.name]).value for f in fields(MatmulSchedule) if f.name in d})
     sched.check()
     return sched
 
@@ -524,8 +589,19 @@ def emit_launch(kernel: MatmulKernel, types: dict) -> str:
     m = e.op(f"memref.dim %a, {e.const(0, 'index')} : {types['a']}", "m")
     gx = e.const(-(-cfg["N"] // s.block_n), "index")
     gy = e.op(f"arith.ceildivui {m}, {e.const(s.block_m, 'index')} : index", "gy")
+    buffers = []
+    if s.split_k > 1:  # the K-split workspace and the tiles' locks (zero), for this launch alone
+        tiles = e.op(f"arith.muli {gx}, {gy} : index")
+        words = e.op(f"arith.muli {tiles}, {e.const(kernel.split_words, 'index')} : index")
+        ws = e.op(f"gpu.alloc ({words}) : memref<?xi32>", "ws")
+        locks = e.op(f"gpu.alloc ({tiles}) : memref<?xi32>", "locks")
+        e.line(f"gpu.memset {locks}, {e.const(0, 'i32')} : memref<?xi32>, i32")
+        buffers = [ws, locks]
+        args += [(p, gpu.GLOBAL) for p in gpu.host_pointers(e, {b[1:]: "memref<?xi32>" for b in buffers})]
     args.append((e.op(f"arith.index_cast {m} : index to i32"), "i32"))
-    gpu.launch_func(e, GPU_MODULE, kernel.name, (gx, gy), THREADS, args)
+    gpu.launch_func(e, GPU_MODULE, kernel.name, (gx, gy, s.split_k), THREADS, args)
+    for b in buffers:
+        e.line(f"gpu.dealloc {b} : memref<?xi32>")
     return e.text()
 
 

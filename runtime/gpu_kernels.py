@@ -21,16 +21,36 @@ def _build_matmul(cfg, schedule, target) -> dict:
 
 
 class MatmulLauncher:
-    """Launches a compiled matmul on tensors [A(m, K), W, scale?, zeros?, bias?, out(m, N)]."""
+    """Launches a compiled matmul on tensors [A(m, K), W, scale?, zeros?, bias?, out(m, N)].
+
+    A K-split kernel (split_k > 1) also takes a workspace and one lock per output tile (zero between
+    launches: the kernel resets them). They are kept per CUDA stream, so that launches on different
+    streams never share them; launches on one stream run one after another."""
 
     def __init__(self, payload: dict, device: torch.device):
         meta = payload["meta"]
         self.meta, self.grid_x, self.block_m = meta, meta["grid_x"], meta["block_m"]
+        self.split_k, self.split_words = meta.get("split_k", 1), meta.get("split_words", 0)
+        self.device = device
         self.kernel = CudaKernel(payload["ptx"], meta["kernel"], device, meta["threads"], meta["shared_bytes"])
+        self._workspaces: dict = {}  # raw stream -> (row blocks covered, workspace, locks)
 
     def launch(self, pointers, m: int) -> None:
         """Runs on device pointers [A, W, scale?, zeros?, bias?, out] for m rows."""
-        self.kernel.launch((self.grid_x, -(-m // self.block_m), 1), pointers, (m,))
+        grid_y = -(-m // self.block_m)
+        if self.split_k > 1:
+            pointers = [*pointers, *self._workspace(grid_y)]
+        self.kernel.launch((self.grid_x, grid_y, self.split_k), pointers, (m,))
+
+    def _workspace(self, grid_y: int) -> tuple:
+        stream = torch._C._cuda_getCurrentRawStream(self.device.index)
+        entry = self._workspaces.get(stream)
+        if entry is None or entry[0] < grid_y:
+            tiles = self.grid_x * grid_y
+            ws = torch.empty(tiles * self.split_words, dtype=torch.int32, device=self.device)
+            locks = torch.zeros(tiles, dtype=torch.int32, device=self.device)
+            entry = self._workspaces[stream] = (grid_y, ws, locks)
+        return entry[1].data_ptr(), entry[2].data_ptr()
 
 
 @functools.lru_cache(maxsize=None)

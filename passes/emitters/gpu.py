@@ -32,14 +32,14 @@ def host_pointers(e: Emitter, types: dict) -> list[str]:
 
 
 def launch_func(e: Emitter, gpu_module: str, kernel: str, grid, threads: int, args, shared_bytes: int = 0) -> None:
-    """In a host function: `gpu.launch_func` of `kernel` on an (x, y) grid (index values, or ints made
+    """In a host function: `gpu.launch_func` of `kernel` on an (x, y[, z]) grid (index values, or ints made
     constants here), `threads` threads a block, `args` as (value, type) pairs and `shared_bytes` of
     dynamic shared memory."""
     c1 = e.const(1, "index")
     smem = f" dynamic_shared_memory_size {e.const(shared_bytes, 'i32')}" if shared_bytes else ""
-    grid = [e.const(g, "index") if isinstance(g, int) else g for g in grid]
+    grid = [e.const(g, "index") if isinstance(g, int) else g for g in (*grid, 1, 1)[:3]]
     operands = ", ".join(f"{v} : {ty}" for v, ty in args)
-    e.line(f"gpu.launch_func @{gpu_module}::@{kernel} blocks in ({grid[0]}, {grid[1]}, {c1}) "
+    e.line(f"gpu.launch_func @{gpu_module}::@{kernel} blocks in ({grid[0]}, {grid[1]}, {grid[2]}) "
            f"threads in ({e.const(threads, 'index')}, {c1}, {c1}){smem} args({operands})")
 
 
@@ -87,6 +87,22 @@ def load_aligned_word(e: Emitter, ptr: str) -> str:
     aligned = e.op(f"llvm.inttoptr {down} : i64 to {GLOBAL}")
     return e.op(f'llvm.inline_asm asm_dialect = att "ld.global.nc.b32 $0, [$1];", "=r,l" {aligned} : '
                 f'({GLOBAL}) -> i32', "ld")
+
+
+def load_l2(e: Emitter, ptr: str) -> str:
+    """An i32 read through L2 only (ld.global.cg): data other blocks wrote in this launch."""
+    return e.op(f'llvm.inline_asm has_side_effects asm_dialect = att "ld.global.cg.b32 $0, [$1];", "=r,l" {ptr} : '
+                f'({GLOBAL}) -> i32', "ld")
+
+
+def fence_gpu(e: Emitter) -> None:
+    """Orders this thread's global memory accesses before and after, device-wide (fence.acq_rel.gpu)."""
+    e.line('llvm.inline_asm has_side_effects asm_dialect = att "fence.acq_rel.gpu;", "" : () -> ()')
+
+
+def atomic_add(e: Emitter, ptr: str, value: str) -> str:
+    """atomicAdd on an i32 in global memory; returns the old value."""
+    return e.op(f"llvm.atomicrmw add {ptr}, {value} monotonic : {GLOBAL}, i32", "old")
 
 
 def cp_async_16(e: Emitter, dst: str, src: str, src_bytes: str) -> None:

@@ -23,6 +23,7 @@ class Matmul:
         self.config = config
         self.schedule = tuple(sorted((schedule or {}).items()))
         self._kernels: dict = {}  # (device, m) -> the kernel of m's bucket
+        self._last_weights = None  # (device, tensors given, weight operands, addresses) last checked
         if schedule:  # validate the overrides now, not at the first launch
             from lowbit.compiler.schedule import matmul_schedule
 
@@ -40,7 +41,7 @@ class Matmul:
         self._k_shape = (config.K,)
 
     def __getstate__(self):  # kernels are rebuilt (or loaded from the cache) after unpickling
-        return {**self.__dict__, "_kernels": {}}
+        return {**self.__dict__, "_kernels": {}, "_last_weights": None}
 
     def __getattr__(self, name):  # every config field and property, as SPEC.md lists them
         if name != "config" and hasattr(MatmulConfig, name) or name in MatmulConfig.__dataclass_fields__:
@@ -126,19 +127,7 @@ class Matmul:
             if A.dim() < 1 or A.shape[-1] != cfg.K:
                 raise ValueError(f"A must have shape [..., K={cfg.K}], got {list(A.shape)}")
         device = A.device
-        operands = [A]
-        # the common case costs one expression per tensor; the detailed checks run only to name the error
-        for (name, shape, dtype), t in zip(self._specs, (W, scale, zeros, bias)):
-            if shape is None:
-                if t is not None:
-                    raise ValueError(f"{name} was given but this config takes none (see with_scaling/with_zeros/with_bias)")
-                continue
-            if not (isinstance(t, torch.Tensor) and t.dtype is dtype and t.shape == shape and t.device == device
-                    and t.is_contiguous()):
-                if t is None:
-                    raise ValueError(f"{name} is required by this config")
-                check_tensor(name, t, self._operands[name][1], self._operands[name][0], device)
-            operands.append(t)
+        weights, weight_ptrs = self._checked_weights(device, W, scale, zeros, bias)
         m = A.numel() // cfg.K if cfg.K else 0
         out_shape = (*A.shape[:-1], cfg.N)
         if output is None:
@@ -148,21 +137,49 @@ class Matmul:
             check_tensor("output", output, cfg.out_dtype, out_shape, device)
         if m == 0:
             return output
-        operands.append(output)
         key = (device, m)
         kernel = self._kernels.get(key)
         if kernel is None:
             kernel = self._kernels[key] = self._kernel(device, m)
         if device.type == "cuda":
-            pointers = [t.data_ptr() for t in operands]
-            if (pointers[0] | pointers[1]) & 15:  # 16-byte loads of A rows and of the weights
-                raise ValueError("A and W must start at 16-byte aligned addresses for the GPU kernel "
+            a_ptr = A.data_ptr()
+            if a_ptr & 15:  # 16-byte copies of A rows
+                raise ValueError("A must start at a 16-byte aligned address for the GPU kernel "
                                  "(got a view at an offset; call .clone() first)")
-            kernel.launch(pointers, m)
+            kernel.launch([a_ptr, *weight_ptrs, output.data_ptr()], m)
         else:
-            operands[0], operands[-1] = A.view(m, cfg.K), output.view(m, cfg.N)
-            kernel(operands)
+            kernel([A.view(m, cfg.K), *weights, output.view(m, cfg.N)])
         return output
+
+    def _checked_weights(self, device, W, scale, zeros, bias) -> tuple:
+        """(the weight operands forward passes on, their addresses), checked against the config. The
+        common case costs one expression per tensor (the detailed checks run only to name the error),
+        and the same tensors again at the same addresses on the same device (a layer's own weights)
+        skip even that."""
+        given = (W, scale, zeros, bias)
+        last = self._last_weights
+        if last is not None and last[0] == device and all(a is b for a, b in zip(given, last[1])):
+            ptrs = [t.data_ptr() for t in last[2]]
+            if ptrs == last[3]:
+                return last[2], ptrs
+        weights = []
+        for (name, shape, dtype), t in zip(self._specs, given):
+            if shape is None:
+                if t is not None:
+                    raise ValueError(f"{name} was given but this config takes none (see with_scaling/with_zeros/with_bias)")
+                continue
+            if not (isinstance(t, torch.Tensor) and t.dtype is dtype and t.shape == shape and t.device == device
+                    and t.is_contiguous()):
+                if t is None:
+                    raise ValueError(f"{name} is required by this config")
+                check_tensor(name, t, self._operands[name][1], self._operands[name][0], device)
+            weights.append(t)
+        ptrs = [t.data_ptr() for t in weights]
+        if device.type == "cuda" and ptrs[0] & 15:  # 16-byte weight loads
+            raise ValueError("W must start at a 16-byte aligned address for the GPU kernel "
+                             "(got a view at an offset; call .clone() first)")
+        self._last_weights = (device, given, weights, ptrs)
+        return weights, ptrs
 
     def _kernel(self, device: torch.device, m: int):
         """The kernel of the M bucket of `m` rows (an error for m outside a static M), shared by the

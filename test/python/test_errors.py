@@ -76,6 +76,23 @@ def test_W_wrong_shape_and_dtype(grouped):
     expect(TypeError, ["W"], lambda: op(A, W.tolist(), scale=s))
 
 
+def test_weights_checked_again_after_in_place_changes():
+    """forward skips re-checking the weights it just checked (same objects, same addresses); a
+    tensor whose storage was swapped since (`.data =`, `set_`) is checked again."""
+    cfg = MatmulConfig(M=[1, 16], N=64, K=128, W_dtype="int4", with_scaling=True, group_size=32)
+    op = Matmul(cfg)
+    W = op.transform_weight(torch.randint(-8, 8, (64, 128)))
+    scale = torch.rand(64, 4).to(torch.float16)
+    A = torch.randn(2, 128).to(torch.float16)
+    op(A, W, scale=scale)
+    W.data = W.data[:32].clone()
+    expect(ValueError, ["W", "64"], lambda: op(A, W, scale=scale))
+    W = op.transform_weight(torch.randint(-8, 8, (64, 128)))
+    op(A, W, scale=scale)
+    scale.set_(torch.rand(64, 2).to(torch.float16))
+    expect(ValueError, ["scale", "[64, 4]"], lambda: op(A, W, scale=scale))
+
+
 def test_native_W_wrong_dtype():
     op = Matmul(MatmulConfig(N=32, K=64))
     A = torch.zeros(2, 64, dtype=torch.float16)

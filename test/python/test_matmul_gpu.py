@@ -99,3 +99,71 @@ def test_device_mix_is_rejected(rng):
     inp = random_matmul_inputs(cfg, (16,), "cpu", rng)
     with pytest.raises(ValueError, match="device"):
         Matmul(cfg)(inp.A.cuda(), inp.W, **inp.kwargs())
+
+
+SPLIT_CASES = [
+    # (config fields, schedule overrides): f16 and f32 accumulation, zeros, LUT formats, int8 A (whose
+    # 2-bit codes decode scaled by 64), bias, a K that is not a whole number of superblocks
+    (dict(W_dtype="int4", with_scaling=True, group_size=128), dict(split_k=2)),
+    (dict(W_dtype="uint4", with_scaling=True, with_zeros=True, group_size=128, accum_dtype="float32",
+          with_bias=True), dict(split_k=3, warps_k=1)),
+    (dict(W_dtype="nf4"), dict(split_k=4, warps_k=2, w_prefetch=1)),
+    (dict(W_dtype="int2", A_dtype="int8", accum_dtype="int32", out_dtype="int8", with_bias=True), dict(split_k=4)),
+    (dict(W_dtype="int4", with_scaling=True, group_size=32, accum_dtype="float32"), dict(split_k=8, warps_k=1)),
+]
+
+
+@pytest.mark.parametrize("fields,schedule", SPLIT_CASES, ids=[f"{f['W_dtype']}-{s}" for f, s in SPLIT_CASES])
+def test_split_k(fields, schedule, rng, seed):
+    """K split over blocks: every m (including one past the largest bucket, which grows the workspace)
+    and a repeat of each launch (the kernel must leave its tile locks at zero)."""
+    cfg = MatmulConfig(M=[1, 16], N=320, K=1664, **fields)
+    op = Matmul(cfg, schedule=schedule)
+    for m in (1, 7, 16, 40):
+        inp = random_matmul_inputs(cfg, m, "cuda", rng, op=op)
+        ref = inp.reference()
+        for attempt in range(2):
+            out = _poisoned((m, cfg.N), cfg.out_dtype, "cuda")
+            inp.run(op, output=out)
+            assert_close(out, ref, cfg.out_dtype, cfg.accum_dtype, cfg.K,
+                         msg=f"{fields} {schedule} m={m} launch {attempt} seed={seed}")
+
+
+def test_split_k_shared_by_layers_and_streams(rng, seed):
+    """Two Matmuls of one config share a K-split kernel; on two streams they must not share its workspace."""
+    cfg = MatmulConfig(M=[1, 16], N=512, K=2048, W_dtype="int4", with_scaling=True, group_size=128,
+                       accum_dtype="float32")
+    ops = [Matmul(cfg, schedule=dict(split_k=4)) for _ in range(2)]
+    inputs = [random_matmul_inputs(cfg, 16, "cuda", rng, op=op) for op in ops]
+    streams = [torch.cuda.Stream() for _ in ops]
+    outs = [_poisoned((16, cfg.N), "float16", "cuda") for _ in ops]
+    for s in streams:
+        s.wait_stream(torch.cuda.current_stream())
+    for _ in range(20):
+        for op, inp, s, out in zip(ops, inputs, streams, outs):
+            with torch.cuda.stream(s):
+                inp.run(op, output=out)
+    torch.cuda.synchronize()
+    for inp, out in zip(inputs, outs):
+        assert_close(out, inp.reference(), "float16", "float32", cfg.K, msg=f"seed={seed}")
+
+
+LARGE_M_CASES = [
+    dict(W_dtype="float16"),
+    dict(W_dtype="int4", with_scaling=True, group_size=128, accum_dtype="float32", with_bias=True),
+    dict(W_dtype="uint4", with_scaling=True, with_zeros=True, group_size=64, zeros_mode="rescale"),
+    dict(W_dtype="int8", A_dtype="int8", accum_dtype="int32", out_dtype="int32"),
+]
+
+
+@pytest.mark.parametrize("fields", LARGE_M_CASES, ids=[f["W_dtype"] for f in LARGE_M_CASES])
+def test_large_m_tiles(fields, rng, seed):
+    """The prefill schedules: 64 x 128 tiles (bucket 256) and 128 x 128 tiles (buckets above 256), with
+    m not a multiple of the tile and N not a multiple of 128."""
+    cfg = MatmulConfig(M=[256, 1024], N=384 + 8, K=1024, **fields)
+    op = Matmul(cfg)
+    for m in (200, 300, 1024):
+        inp = random_matmul_inputs(cfg, m, "cuda", rng, op=op)
+        out = _poisoned((m, cfg.N), cfg.out_dtype, "cuda")
+        inp.run(op, output=out)
+        assert_close(out, inp.reference(), cfg.out_dtype, cfg.accum_dtype, cfg.K, msg=f"{fields} m={m} seed={seed}")

@@ -29,7 +29,7 @@ def _fields(W, A="float16", mode=None):
 
 MATMUL_CASES = (
     [(W, "float16", None, bucket, "sm_90a") for W in ("int8", "int4", "int2", "int1", "uint4", "uint2", "uint1",
-                                                        "fp4_e2m1", "nf4", "float16") for bucket in (1, 16, 256)]
+                                                        "fp4_e2m1", "nf4", "float16") for bucket in (1, 16, 256, 4096)]
     + [(W, "int8", None, bucket, "sm_90a") for W in ("int8", "int4", "int2", "int1", "uint2") for bucket in (1, 64)]
     + [("uint4", "float16", mode, 16, "sm_90a") for mode in ("rescale", "quantized")]
     + [("uint4", "float16", None, 16, t) for t in ("sm_80", "sm_86", "sm_89")]
@@ -49,7 +49,7 @@ def _assemble(ptx: str, target: str, tmp_path) -> str:
 @pytest.mark.parametrize("W,A,mode,bucket,target", MATMUL_CASES,
                          ids=[f"{W}-A{A}-{mode or 'default'}-m{b}-{t}" for W, A, mode, b, t in MATMUL_CASES])
 def test_matmul_ptx_assembles(W, A, mode, bucket, target, tmp_path):
-    cfg = MatmulConfig(M=[1, 16, 64, 256], N=512, K=1024, **_fields(W, A, mode))
+    cfg = MatmulConfig(M=[1, 16, 64, 256, 4096], N=512, K=1024, **_fields(W, A, mode))
     start = time.perf_counter()
     ptx = gpu_pipeline.emit("matmul", cfg, target, "ptx", matmul_schedule(cfg, bucket, target))
     assert time.perf_counter() - start < 2.0, "building one kernel must take under 2 s"
@@ -57,6 +57,19 @@ def test_matmul_ptx_assembles(W, A, mode, bucket, target, tmp_path):
     assert ("mma.sync.aligned.m16n8k32" if A == "int8" else "mma.sync.aligned.m16n8k16") in ptx
     assert "ld.global.nc.L1::no_allocate.L2::cache_hint.v4.u32" in ptx
     report = _assemble(ptx, target, tmp_path)
+    assert "0 bytes spill stores" in report, report
+
+
+@needs_ptxas
+@pytest.mark.parametrize("W,A,mode", [("int4", "float16", None), ("uint4", "float16", "quantized"), ("int2", "int8", None)])
+def test_matmul_split_k_ptx_assembles(W, A, mode, tmp_path):
+    """The m <= 16 schedule of a long K splits it over blocks: workspace, lock, fixup."""
+    cfg = MatmulConfig(M=[16], N=4096, K=8192, **_fields(W, A, mode))
+    schedule = matmul_schedule(cfg, 16, "sm_90a")
+    assert schedule.split_k > 1
+    ptx = gpu_pipeline.emit("matmul", cfg, "sm_90a", "ptx", schedule)
+    assert "atom.global.add.u32" in ptx and "ld.global.cg.b32" in ptx and "fence.acq_rel.gpu" in ptx
+    report = _assemble(ptx, "sm_90a", tmp_path)
     assert "0 bytes spill stores" in report, report
 
 
