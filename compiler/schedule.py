@@ -24,6 +24,7 @@ class MatmulSchedule:
     w_prefetch: int = 1  # iterations of weights loaded ahead into registers
     a_smem: int = 1  # 1: A through shared memory (cp.async + ldmatrix); 0: fragments loaded from global (L1)
     split_k: int = 1  # blocks splitting K (grid z); the last block of a tile sums the partials in a fixed order
+    k_unroll: int = 1  # superblocks each warp computes per iteration (more work per barrier for 8/16-bit W)
 
     @property
     def warps_n(self) -> int:
@@ -47,6 +48,8 @@ class MatmulSchedule:
             raise ValueError(f"schedule warps_k={self.warps_k} is not allowed; allowed: 1, 2, 4")
         if self.a_smem not in (0, 1):
             raise ValueError(f"schedule a_smem={self.a_smem} is not allowed; allowed: 0, 1")
+        if self.k_unroll not in (1, 2, 4, 8):
+            raise ValueError(f"schedule k_unroll={self.k_unroll} is not allowed; allowed: 1, 2, 4, 8")
         if self.split_k not in (1, 2, 3, 4, 6, 8, 12, 16):
             raise ValueError(f"schedule split_k={self.split_k} is not allowed; allowed: 1, 2, 3, 4, 6, 8, 12, 16")
         if self.w_prefetch not in (1, 2, 3, 4, 6, 8):
@@ -76,11 +79,12 @@ def split_words(cfg, sched: MatmulSchedule) -> int:
     return sched.split_k * sched.warps_n * values * 32
 
 
-def a_tile_bytes(cfg, block_m: int, warps_k: int = 1) -> int:
-    """Shared memory of one stage of the A tile: block_m rows of warps_k superblocks, rows padded by 16 bytes."""
+def a_tile_bytes(cfg, block_m: int, warps_k: int = 1, k_unroll: int = 1) -> int:
+    """Shared memory of one stage of the A tile: block_m rows of warps_k * k_unroll superblocks, rows
+    padded by 16 bytes."""
     sb = layout_of(format_of(cfg.W_dtype).bits, cfg.A_dtype).superblock
     abytes = 1 if cfg.A_dtype == "int8" else 2
-    return block_m * (warps_k * sb * abytes + 16)
+    return block_m * (warps_k * k_unroll * sb * abytes + 16)
 
 
 def matmul_schedule(cfg, bucket: int, target: str, **overrides) -> MatmulSchedule:
@@ -104,25 +108,32 @@ def matmul_schedule(cfg, bucket: int, target: str, **overrides) -> MatmulSchedul
     else:  # wider tiles, fewer re-reads of A and W from L2: 128 rows above 256 where the A stages fit
         block_m, warp_n_tiles, warps_k, prefetch = (128 if bucket > 256 else 64), 4, 1, 1
         stages = 4
+    # 8- and 16-bit weights have short superblocks (64 / 32 k): several per iteration amortize its
+    # barriers and A copies, as shared memory allows (prefill only; decode keeps registers for bytes in flight)
+    superblock = layout_of(format_of(cfg.W_dtype).bits, cfg.A_dtype).superblock
+    k_unroll = max(1, 128 // superblock) if bucket > 16 else 1
+    while k_unroll > 1 and a_tile_bytes(cfg, block_m, warps_k, k_unroll) * 2 > SHARED_LIMIT:
+        k_unroll //= 2
     a_smem = 1  # a_smem=0 (A fragments from L1) measured slower for decode, see docs/perf-notes.md
     # the group parameters of each prefetched iteration are carried in registers too: with many small
     # groups per superblock (1- and 2-bit weights, small group_size) prefetch less, then narrow the warp
-    while prefetch > 1 and prefetch * param_words(cfg, warp_n_tiles) > PARAM_REGISTERS:
+    while prefetch > 1 and prefetch * k_unroll * param_words(cfg, warp_n_tiles) > PARAM_REGISTERS:
         prefetch -= 1
     while warp_n_tiles > 1 and param_words(cfg, warp_n_tiles) > PARAM_REGISTERS:
         warp_n_tiles //= 2
-    while warps_k > 1 and a_tile_bytes(cfg, block_m, warps_k) * 2 > SHARED_LIMIT:
+    while warps_k > 1 and a_tile_bytes(cfg, block_m, warps_k, k_unroll) * 2 > SHARED_LIMIT:
         warps_k //= 2
-    while block_m > 16 and a_tile_bytes(cfg, block_m, warps_k) * 2 > SHARED_LIMIT:
+    while block_m > 16 and a_tile_bytes(cfg, block_m, warps_k, k_unroll) * 2 > SHARED_LIMIT:
         block_m //= 2
-    while stages > 2 and a_tile_bytes(cfg, block_m, warps_k) * stages > SHARED_LIMIT:
+    while stages > 2 and a_tile_bytes(cfg, block_m, warps_k, k_unroll) * stages > SHARED_LIMIT:
         stages -= 1
     unknown = set(overrides) - {f.name for f in fields(MatmulSchedule)}
     if unknown:
         raise ValueError(f"unknown schedule fields {sorted(unknown)}; allowed: {[f.name for f in fields(MatmulSchedule)]}")
-    sched = replace(MatmulSchedule(block_m, warp_n_tiles, stages, warps_k, prefetch, a_smem, split_k), **overrides)
+    sched = replace(MatmulSchedule(block_m, warp_n_tiles, stages, warps_k, prefetch, a_smem, split_k, k_unroll),
+                    **overrides)
     sched.check()
-    if sched.a_smem and a_tile_bytes(cfg, sched.block_m, sched.warps_k) * sched.stages > SHARED_LIMIT:
+    if sched.a_smem and a_tile_bytes(cfg, sched.block_m, sched.warps_k, sched.k_unroll) * sched.stages > SHARED_LIMIT:
         raise ValueError(f"schedule {sched} needs more than {SHARED_LIMIT} bytes of shared memory")
     if not sched.a_smem and cfg.K % (4 if cfg.A_dtype == "int8" else 2):
         raise ValueError(f"schedule a_smem=0 loads A 4 bytes at a time and needs K={cfg.K} to be a multiple of "

@@ -41,13 +41,14 @@ class MatmulKernel:
         self.layout = layout_of(self.fmt.bits, cfg["A_dtype"])
         self.SB = self.layout.superblock
         self.abytes = 1 if self.int8 else 2
-        self.KB = sched.warps_k * self.SB  # k per block iteration: one superblock per K-split warp
+        self.U = sched.k_unroll  # superblocks a warp computes per iteration
+        self.KB = sched.warps_k * self.U * self.SB  # k per block iteration: U superblocks per K-split warp
         self.row_bytes = self.KB * self.abytes + 16  # padded: ldmatrix rows hit distinct banks
-        self.stage_bytes = a_tile_bytes(_Cfg(cfg), sched.block_m, sched.warps_k)
+        self.stage_bytes = a_tile_bytes(_Cfg(cfg), sched.block_m, sched.warps_k, sched.k_unroll)
         self.groups = cfg["K"] // (cfg["K"] if cfg["group_size"] == -1 else cfg["group_size"])
         self.G = cfg["K"] // self.groups
         self.tiles = self.layout.padded(cfg["K"]) // self.SB  # superblocks
-        self.steps = -(-self.tiles // sched.warps_k)  # block iterations over all of K
+        self.steps = -(-self.tiles // (sched.warps_k * self.U))  # block iterations over all of K
         # block iterations of each K split, a whole number of prefetch rounds: the splits cover disjoint
         # superblocks (those past K read zero A and add nothing)
         self.rounds = -(-self.steps // (sched.split_k * sched.w_prefetch)) * sched.w_prefetch
@@ -181,7 +182,7 @@ class MatmulKernel:
         ldm = e.op(f"arith.addi {e.op(f'arith.muli {row}, {e.i32(self.row_bytes)} : i32')}, "
                    f"{e.op(f'arith.shli {half}, {e.i32(4)} : i32')} : i32")
         # each K-split warp reads its own superblock of the stage
-        self.ldm_offset = e.op(f"arith.addi {ldm}, {e.op(f'arith.muli {self.kw}, {e.i32(self.SB * self.abytes)} : i32')} : i32")
+        self.ldm_offset = e.op(f"arith.addi {ldm}, {e.op(f'arith.muli {self.kw}, {e.i32(self.U * self.SB * self.abytes)} : i32')} : i32")
 
     def _fill_lut(self):
         """The 16-entry decode table of nf4 / fp4 into shared memory (every thread writes one entry)."""
@@ -211,22 +212,24 @@ class MatmulKernel:
                    f"{gpu.i64(e, e.op(f'arith.shli {self.q}, {e.i32(4)} : i32'))} : i64")
         return n, gpu.gep(e, "%w", off, gpu.GLOBAL)
 
-    def _superblock(self, kt: str) -> str:
-        """The superblock this warp computes in block iteration `kt` (may be past the last one)."""
+    def _superblocks(self, kt: str) -> list[str]:
+        """The k_unroll superblocks this warp computes in block iteration `kt` (may be past the last one)."""
         e = self.e
-        return e.op(f"arith.addi {e.op(f'arith.muli {kt}, {e.i32(self.s.warps_k)} : i32')}, {self.kw} : i32", "sb")
+        first = e.op(f"arith.addi {e.op(f'arith.muli {kt}, {e.i32(self.s.warps_k)} : i32')}, {self.kw} : i32")
+        first = e.op(f"arith.muli {first}, {e.i32(self.U)} : i32", "sb")
+        return [first] + [e.op(f"arith.addi {first}, {e.i32(j)} : i32", "sb") for j in range(1, self.U)]
 
     def _load_stage(self, kt: str) -> list[tuple[str, str]]:
-        """Issues the loads of iteration `kt`: this warp's weights, then its raw group parameters, as
-        (value, type) pairs; nothing here waits for them."""
-        words = [(w, "i32") for w in self._load_w(kt)]
-        return words + self._load_params(kt)
+        """Issues the loads of iteration `kt`: per superblock, this warp's weights then its raw group
+        parameters, as (value, type) pairs; nothing here waits for them."""
+        return [v for sb in self._superblocks(kt)
+                for v in [(w, "i32") for w in self._load_w(sb)] + self._load_params(sb)]
 
-    def _load_w(self, kt: str) -> list[str]:
-        """The 16 bytes of this warp's superblock in iteration `kt` for each of its n8 tiles (64 bytes a
-        superblock row); past the last superblock it rereads the last one (A is zero there)."""
+    def _load_w(self, sb: str) -> list[str]:
+        """The 16 bytes of this warp's superblock `sb` for each of its n8 tiles (64 bytes a superblock
+        row); past the last superblock it rereads the last one (A is zero there)."""
         e = self.e
-        sb = e.op(f"arith.minui {self._superblock(kt)}, {e.i32(self.tiles - 1)} : i32")
+        sb = e.op(f"arith.minui {sb}, {e.i32(self.tiles - 1)} : i32")
         off = gpu.i64(e, e.op(f"arith.shli {sb}, {e.const(6, 'i32')} : i32"))
         words = []
         for _, row in self.w_rows:
@@ -291,12 +294,12 @@ class MatmulKernel:
             return [0] * steps
         return list(range(steps))  # groups not aligned to superblocks: one lookup per step
 
-    def _load_params(self, kt: str) -> list[tuple[str, str]]:
-        """Issues the loads of the scale and zero of each n8 tile and group of this warp's superblock
-        in iteration `kt`: the aligned words holding them (per tile, per group, scale then zero)."""
+    def _load_params(self, sb: str) -> list[tuple[str, str]]:
+        """Issues the loads of the scale and zero of each n8 tile and group of superblock `sb`: the
+        aligned words holding them (per tile, per group, scale then zero)."""
         if not self.cfg["with_scaling"] or self.int8:
             return []
-        e, sb = self.e, self._superblock(kt)
+        e = self.e
         return [(gpu.load_aligned_word(e, gpu.gep(e, f"%{name}", gpu.i64(e, off), gpu.GLOBAL)), "i32")
                 for nt in range(self.s.warp_n_tiles) for step in self._group_steps()
                 for name, off in self._param_offsets(sb, step, nt)]
@@ -362,15 +365,22 @@ class MatmulKernel:
         return _splat(e, e.op(f"arith.uitofp {code} : i32 to f16"))
 
     def _compute(self, kt: str, read_base: str, stage: list[str], accs: list[str], n_acc: int) -> list[str]:
-        """Decodes the loaded stage (weights, then raw group parameters) and runs this iteration's mmas
-        on the A stage at byte `read_base` of shared memory."""
+        """Runs this iteration's superblocks on the loaded stage and the A stage at byte `read_base` of
+        shared memory."""
+        per_unit = len(stage) // self.U
+        base = self.e.op(f"arith.addi {read_base}, {self.ldm_offset} : i32") if self.s.a_smem else None
+        for j, sb in enumerate(self._superblocks(kt)):
+            a_base = base and self.e.op(f"arith.addi {base}, {self.e.i32(j * self.SB * self.abytes)} : i32")
+            accs = self._compute_superblock(sb, a_base, stage[j * per_unit:(j + 1) * per_unit], accs, n_acc)
+        return accs
+
+    def _compute_superblock(self, sb: str, stage_base: str, stage: list[str], accs: list[str], n_acc: int) -> list[str]:
+        """Decodes one superblock's loads (weights, then raw group parameters) and runs its mmas on the
+        A superblock at byte `stage_base` of shared memory."""
         e, s, cfg = self.e, self.s, self.cfg
         steps = self.SB // self.layout.mma_k
-        sb = self._superblock(kt)
         n_words = 4 * s.warp_n_tiles
         w_words, raw_params = stage[:n_words], stage[n_words:]
-        if s.a_smem:
-            stage_base = e.op(f"arith.addi {read_base}, {self.ldm_offset} : i32")
         b_regs = []  # per n8 tile: every B register of the superblock, in step order
         for nt in range(s.warp_n_tiles):
             regs = []

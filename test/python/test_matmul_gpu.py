@@ -167,3 +167,25 @@ def test_large_m_tiles(fields, rng, seed):
         out = _poisoned((m, cfg.N), cfg.out_dtype, "cuda")
         inp.run(op, output=out)
         assert_close(out, inp.reference(), cfg.out_dtype, cfg.accum_dtype, cfg.K, msg=f"{fields} m={m} seed={seed}")
+
+
+UNROLL_CASES = [
+    (dict(W_dtype="float16"), dict(k_unroll=4), 1056),
+    (dict(W_dtype="int8", accum_dtype="float32", with_bias=True), dict(k_unroll=2, block_m=32), 1056),
+    (dict(W_dtype="int4", with_scaling=True, group_size=128), dict(k_unroll=2, split_k=2, block_m=32), 1152),
+    (dict(W_dtype="uint4", with_scaling=True, with_zeros=True, group_size=64, zeros_mode="quantized"),
+     dict(k_unroll=2, warps_k=2, block_m=16), 1152),
+    (dict(W_dtype="int8", A_dtype="int8", accum_dtype="int32", out_dtype="int32"), dict(k_unroll=8, block_m=32, stages=2), 1056),
+]
+
+
+@pytest.mark.parametrize("fields,schedule,K", UNROLL_CASES, ids=[f"{f['W_dtype']}-{s}" for f, s, _ in UNROLL_CASES])
+def test_k_unroll(fields, schedule, K, rng, seed):
+    """Several superblocks per warp iteration, with K not a whole number of iterations."""
+    cfg = MatmulConfig(M=[16, 128], N=200, K=K, **fields)
+    op = Matmul(cfg, schedule=schedule)
+    for m in (3, 16, 77):
+        inp = random_matmul_inputs(cfg, m, "cuda", rng, op=op)
+        out = _poisoned((m, cfg.N), cfg.out_dtype, "cuda")
+        inp.run(op, output=out)
+        assert_close(out, inp.reference(), cfg.out_dtype, cfg.accum_dtype, cfg.K, msg=f"{fields} {schedule} m={m} seed={seed}")
