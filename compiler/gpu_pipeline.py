@@ -13,7 +13,7 @@ from mlir.dialects import gpu as gpu_dialect
 from lowbit import frontend
 from lowbit.shapes import matmul_shapes
 from lowbit.compiler.pipeline import CompileError, run_lowbit_passes, run_upstream
-from lowbit.compiler.schedule import THREADS, AttentionSchedule, MatmulSchedule, split_words
+from lowbit.compiler.schedule import THREADS, AttentionSchedule, MatmulSchedule, matmul_smem_bytes, split_words
 from lowbit.compiler.target import target_of
 from lowbit.dialects import make_context
 from lowbit.passes.lower_matmul_to_gpu import GPU_MODULE
@@ -96,7 +96,7 @@ def compile_matmul(cfg, schedule: MatmulSchedule, target: str) -> KernelArtifact
     params = list(matmul_shapes(cfg)) + split + ["m"]
     meta = {"kernel": name, "threads": THREADS, "grid_x": -(-cfg.N // schedule.block_n),
             "block_m": schedule.block_m, "split_k": schedule.split_k, "split_words": split_words(cfg, schedule),
-            "shared_bytes": 0, "params": params, "target": target}
+            "shared_bytes": matmul_smem_bytes(cfg, schedule), "params": params, "target": target}
     return KernelArtifact(ptx, meta)
 
 

@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from lowbit.formats import format_of
 from lowbit.layout import layout_of
 
-SHARED_LIMIT = 48 * 1024  # static shared memory per block without an opt-in
+SHARED_LIMIT = 48 * 1024  # shared memory per block without an opt-in
 THREADS = 128
 PARAM_REGISTERS = 16  # registers for prefetched group parameters before the schedule trims prefetch
 
@@ -79,6 +79,15 @@ def split_words(cfg, sched: MatmulSchedule) -> int:
     return sched.split_k * sched.warps_n * values * 32
 
 
+def matmul_smem_bytes(cfg, sched: MatmulSchedule) -> int:
+    """Dynamic shared memory of a matmul kernel: the A stages, reused after the loop for the K-split
+    warps' partial sums (and the split flag)."""
+    values = max(sched.block_m // 16, 1) * sched.warp_n_tiles * (2 if sched.block_m == 8 else 4)
+    reduce_bytes = (sched.warps_k - 1) * sched.warps_n * values * 32 * 4
+    stages = sched.stages * a_tile_bytes(cfg, sched.block_m, sched.warps_k, sched.k_unroll) if sched.a_smem else 16
+    return max(stages, reduce_bytes, 16)
+
+
 def a_tile_bytes(cfg, block_m: int, warps_k: int = 1, k_unroll: int = 1) -> int:
     """Shared memory of one stage of the A tile: block_m rows of warps_k * k_unroll superblocks, rows
     padded by 16 bytes."""
@@ -105,14 +114,20 @@ def matmul_schedule(cfg, bucket: int, target: str, **overrides) -> MatmulSchedul
         split_k = max(1, min(4, superblocks // 8))  # at least 8 superblocks a split
     elif bucket <= 64:
         block_m, warp_n_tiles, warps_k, prefetch = (32 if bucket <= 32 else 64), 2, 1, 1
-    else:  # wider tiles, fewer re-reads of A and W from L2: 128 rows above 256 where the A stages fit
-        block_m, warp_n_tiles, warps_k, prefetch = (128 if bucket > 256 else 64), 4, 1, 1
+    else:  # wider tiles, fewer re-reads of A and W from L2: 128 rows above 256 where the accumulators
+        # are f16 pairs (64 registers; f32 or s32 ones would need 128) and the A stages fit
+        wide = bucket > 256 and cfg.accum_dtype == "float16"
+        block_m, warp_n_tiles, warps_k, prefetch = (128 if wide else 64), 4, 1, 1
         stages = 4
     # 8- and 16-bit weights have short superblocks (64 / 32 k): several per iteration amortize its
     # barriers and A copies, as shared memory allows (prefill only; decode keeps registers for bytes in flight)
     superblock = layout_of(format_of(cfg.W_dtype).bits, cfg.A_dtype).superblock
     k_unroll = max(1, 128 // superblock) if bucket > 16 else 1
-    while k_unroll > 1 and a_tile_bytes(cfg, block_m, warps_k, k_unroll) * 2 > SHARED_LIMIT:
+    k_unroll = min(k_unroll, 2) if block_m == 128 else k_unroll  # registers: 128 rows of accumulators
+    # decode keeps a block's A stages under 48 KB (several blocks per SM); prefill may opt into up to
+    # half of what a block may have (two blocks per SM)
+    budget = SHARED_LIMIT if bucket <= 64 else max(SHARED_LIMIT, SHARED_OPTIN.get(target, SHARED_LIMIT) // 2)
+    while k_unroll > 1 and a_tile_bytes(cfg, block_m, warps_k, k_unroll) * 2 > budget:
         k_unroll //= 2
     a_smem = 1  # a_smem=0 (A fragments from L1) measured slower for decode, see docs/perf-notes.md
     # the group parameters of each prefetched iteration are carried in registers too: with many small
@@ -121,11 +136,11 @@ def matmul_schedule(cfg, bucket: int, target: str, **overrides) -> MatmulSchedul
         prefetch -= 1
     while warp_n_tiles > 1 and param_words(cfg, warp_n_tiles) > PARAM_REGISTERS:
         warp_n_tiles //= 2
-    while warps_k > 1 and a_tile_bytes(cfg, block_m, warps_k, k_unroll) * 2 > SHARED_LIMIT:
+    while warps_k > 1 and a_tile_bytes(cfg, block_m, warps_k, k_unroll) * 2 > budget:
         warps_k //= 2
-    while block_m > 16 and a_tile_bytes(cfg, block_m, warps_k, k_unroll) * 2 > SHARED_LIMIT:
+    while block_m > 16 and a_tile_bytes(cfg, block_m, warps_k, k_unroll) * 2 > budget:
         block_m //= 2
-    while stages > 2 and a_tile_bytes(cfg, block_m, warps_k, k_unroll) * stages > SHARED_LIMIT:
+    while stages > 2 and a_tile_bytes(cfg, block_m, warps_k, k_unroll) * stages > budget:
         stages -= 1
     unknown = set(overrides) - {f.name for f in fields(MatmulSchedule)}
     if unknown:
@@ -133,8 +148,10 @@ def matmul_schedule(cfg, bucket: int, target: str, **overrides) -> MatmulSchedul
     sched = replace(MatmulSchedule(block_m, warp_n_tiles, stages, warps_k, prefetch, a_smem, split_k, k_unroll),
                     **overrides)
     sched.check()
-    if sched.a_smem and a_tile_bytes(cfg, sched.block_m, sched.warps_k, sched.k_unroll) * sched.stages > SHARED_LIMIT:
-        raise ValueError(f"schedule {sched} needs more than {SHARED_LIMIT} bytes of shared memory")
+    limit = SHARED_OPTIN.get(target, SHARED_LIMIT)
+    if matmul_smem_bytes(cfg, sched) > limit:
+        raise ValueError(f"schedule {sched} needs {matmul_smem_bytes(cfg, sched)} bytes of shared memory, more "
+                         f"than the {limit} a block may use on {target}")
     if not sched.a_smem and cfg.K % (4 if cfg.A_dtype == "int8" else 2):
         raise ValueError(f"schedule a_smem=0 loads A 4 bytes at a time and needs K={cfg.K} to be a multiple of "
                          f"{4 if cfg.A_dtype == 'int8' else 2}")

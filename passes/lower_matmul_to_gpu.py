@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from dataclasses import MISSING, fields
 
-from lowbit.compiler.schedule import THREADS, MatmulSchedule, a_tile_bytes, split_words
+from lowbit.compiler.schedule import THREADS, MatmulSchedule, a_tile_bytes, matmul_smem_bytes, split_words
 from lowbit.dialects.lowbit import MATMUL_OP
 from lowbit.formats import format_of
 from lowbit.layout import layout_of
@@ -54,9 +54,7 @@ class MatmulKernel:
         self.rounds = -(-self.steps // (sched.split_k * sched.w_prefetch)) * sched.w_prefetch
         self.half = sched.block_m == 8  # one m8 half tile: rows 8-15 of the mma repeat rows 0-7, dropped
         self.m_tiles = max(sched.block_m // 16, 1)
-        values = self.m_tiles * sched.warp_n_tiles * 4
-        reduce_bytes = (sched.warps_k - 1) * sched.warps_n * values * 32 * 4
-        self.smem_bytes = max(sched.stages * self.stage_bytes if sched.a_smem else 16, reduce_bytes)
+        self.smem_bytes = matmul_smem_bytes(_Cfg(cfg), sched)
         self.kind = "s8.s32" if self.int8 else ("f16.f16" if cfg["accum_dtype"] == "float16" else "f16.f32")
         self.a_vector = cfg["K"] % (16 // self.abytes) == 0  # rows of A are 16-byte aligned
         self.s8_scale = s8_scale_bits(cfg["W_dtype"], cfg["K"]) if self.int8 else 0  # undone in the epilogue
@@ -139,12 +137,11 @@ class MatmulKernel:
         body = body.replace("@SMEM_A", f"@{self.name}_smem").replace("@LUT", f"@{self.name}_lut")
         split = ["ws", "locks"] if self.s.split_k > 1 else []
         params = ", ".join(f"%{name}: {gpu.GLOBAL}" for name in self.operands + split) + ", %m: i32"
-        smem = self.smem_bytes
         lut = ""
         if self.fmt.kind in TABLES and not self.int8:
             lut = f"    llvm.mlir.global internal @{self.name}_lut() {{addr_space = 3 : i32, alignment = 16 : i64}} : !llvm.array<32 x i8>\n"
         return (
-            f"    llvm.mlir.global internal @{self.name}_smem() {{addr_space = 3 : i32, alignment = 16 : i64}} : !llvm.array<{smem} x i8>\n"
+            f"    {gpu.dynamic_shared_global(self.name + '_smem')}\n"
             f"{lut}"
             f"    gpu.func @{self.name}({params}) kernel attributes {{known_block_size = array<i32: {THREADS}, 1, 1>}} {{\n"
             f"{body}\n      gpu.return\n    }}"
@@ -609,7 +606,7 @@ def emit_launch(kernel: MatmulKernel, types: dict) -> str:
         buffers = [ws, locks]
         args += [(p, gpu.GLOBAL) for p in gpu.host_pointers(e, {b[1:]: "memref<?xi32>" for b in buffers})]
     args.append((e.op(f"arith.index_cast {m} : index to i32"), "i32"))
-    gpu.launch_func(e, GPU_MODULE, kernel.name, (gx, gy, s.split_k), THREADS, args)
+    gpu.launch_func(e, GPU_MODULE, kernel.name, (gx, gy, s.split_k), THREADS, args, kernel.smem_bytes)
     for b in buffers:
         e.line(f"gpu.dealloc {b} : memref<?xi32>")
     return e.text()
