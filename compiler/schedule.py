@@ -114,19 +114,16 @@ def matmul_schedule(cfg, bucket: int, target: str, **overrides) -> MatmulSchedul
         split_k = max(1, min(4, superblocks // 8))  # at least 8 superblocks a split
     elif bucket <= 64:
         block_m, warp_n_tiles, warps_k, prefetch = (32 if bucket <= 32 else 64), 2, 1, 1
-    else:  # wider tiles, fewer re-reads of A and W from L2: 128 rows above 256 where the accumulators
-        # are f16 pairs (64 registers; f32 or s32 ones would need 128) and the A stages fit
-        wide = bucket > 256 and cfg.accum_dtype == "float16"
-        block_m, warp_n_tiles, warps_k, prefetch = (128 if wide else 64), 4, 1, 1
+    else:  # wider tiles, fewer re-reads of A and W from L2: 128 rows above 256 where two A stages fit
+        block_m, warp_n_tiles, warps_k, prefetch = (128 if bucket > 256 else 64), 4, 1, 1
         stages = 4
     # 8- and 16-bit weights have short superblocks (64 / 32 k): several per iteration amortize its
     # barriers and A copies, as shared memory allows (prefill only; decode keeps registers for bytes in flight)
     superblock = layout_of(format_of(cfg.W_dtype).bits, cfg.A_dtype).superblock
     k_unroll = max(1, 128 // superblock) if bucket > 16 else 1
-    k_unroll = min(k_unroll, 2) if block_m == 128 else k_unroll  # registers: 128 rows of accumulators
-    # decode keeps a block's A stages under 48 KB (several blocks per SM); prefill may opt into up to
-    # half of what a block may have (two blocks per SM)
-    budget = SHARED_LIMIT if bucket <= 64 else max(SHARED_LIMIT, SHARED_OPTIN.get(target, SHARED_LIMIT) // 2)
+    # the A stages stay under 48 KB: more (deeper pipelines, opted-in shared memory) measured slower
+    # on the H100 for every shape (docs/perf-notes.md); an override may use up to the target's maximum
+    budget = SHARED_LIMIT
     while k_unroll > 1 and a_tile_bytes(cfg, block_m, warps_k, k_unroll) * 2 > budget:
         k_unroll //= 2
     a_smem = 1  # a_smem=0 (A fragments from L1) measured slower for decode, see docs/perf-notes.md
