@@ -196,8 +196,10 @@ def build_times() -> tuple:
     return first, cached * 1e3
 
 
-def bench_matmul(shapes=SHAPES, ms=MS, variants=None, out_path: str = "BENCHMARKS.md", schedule=None,
+def bench_matmul(shapes=SHAPES, ms=MS, variants=None, out_path: str = "BENCHMARKS.md", schedules=None,
                  peers: bool = True) -> str:
+    """The benchmark table; with `schedules` (a list of schedule-override dicts) a tuning run: one row
+    per variant and schedule, nothing written."""
     variants = variants or list(VARIANTS)
     bw = copy_bandwidth()
     rows = []
@@ -213,8 +215,9 @@ def bench_matmul(shapes=SHAPES, ms=MS, variants=None, out_path: str = "BENCHMARK
             if peers:
                 entries.append(("torch int4 (tinygemm)", _torch_int4(m, N, K), N * K // 2))
             for name in variants:
-                t, nbytes = _lowbit_case(name, VARIANTS[name], m, N, K, schedule)
-                entries.append((f"lowbit {name}", t, nbytes))
+                for schedule in schedules or [None]:
+                    t, nbytes = _lowbit_case(name, VARIANTS[name], m, N, K, schedule)
+                    entries.append((f"lowbit {name}" + (f" {schedule}" if schedule else ""), t, nbytes))
             for name, t, nbytes in entries:
                 row = (f"| {m} | {N}x{K} | {name} | {t:.1f} | {nbytes / (t * 1e-6) / 1e9:.0f} | "
                        f"{flops / (t * 1e-6) / 1e12:.1f} | {base / t:.2f} | {100 * nbytes / (t * 1e-6) / bw:.0f} |")
@@ -283,13 +286,24 @@ def main(argv=None) -> None:
     parser.add_argument("--variants", default=None, help="comma-separated lowbit variants (default: all)")
     parser.add_argument("--out", default="BENCHMARKS.md", help="markdown file whose Matmul section is rewritten")
     parser.add_argument("--schedule", default="", help="schedule overrides for a tuning run, e.g. "
-                        "warp_n_tiles=4,block_m=8 (prints the table only; BENCHMARKS.md is not written)")
+                        "warp_n_tiles=4,block_m=8, several sets separated by ';' (prints the table only; "
+                        "BENCHMARKS.md is not written)")
     args = parser.parse_args(argv)
     shapes = [tuple(int(x) for x in s.split("x")) for s in args.shapes.split(",")]
     variants = args.variants.split(",") if args.variants else None
-    schedule = {k: int(v) for k, v in (kv.split("=") for kv in args.schedule.split(",") if kv)}
-    bench_matmul(shapes, [int(m) for m in args.ms.split(",")], variants, args.out, schedule or None,
-                 peers=not schedule)
+    schedules = parse_schedules(args.schedule)
+    bench_matmul(shapes, [int(m) for m in args.ms.split(",")], variants, args.out, schedules or None,
+                 peers=not schedules)
+
+
+def parse_schedules(text: str) -> list:
+    """'a=1,b=2;c=3' -> [{'a': 1, 'b': 2}, {'c': 3}] (schedule overrides of a tuning run)."""
+    try:
+        return [{k.strip(): int(v) for k, v in (kv.split("=") for kv in sched.split(",") if kv.strip())}
+                for sched in text.split(";") if sched.strip()]
+    except ValueError:
+        raise SystemExit(f"lowbit bench matmul: error: --schedule {text!r}: expected field=int pairs separated "
+                         f"by ',', sets separated by ';' (e.g. 'split_k=2;warps_k=1,split_k=4')") from None
 
 
 if __name__ == "__main__":

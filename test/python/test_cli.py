@@ -200,3 +200,12 @@ def test_demo_on_cpu(runs):
     m = re.search(r"relative error: ([0-9.e+-]+)", res.stdout)
     assert m and float(m.group(1)) < 1e-2, res.stdout
     assert "build time:" in res.stdout and "run time:" in res.stdout and "on cpu" in res.stdout
+
+
+def test_bench_schedule_sets_parse():
+    from lowbit.bench import parse_schedules
+
+    assert parse_schedules("") == []
+    assert parse_schedules("split_k=2;warps_k=1, split_k=4") == [{"split_k": 2}, {"warps_k": 1, "split_k": 4}]
+    with pytest.raises(SystemExit, match="field=int"):
+        parse_schedules("split_k=two")
