@@ -460,8 +460,7 @@ class MatmulKernel:
         result whichever block finishes last), resets the lock for the next launch and stores."""
         e, s = self.e, self.s
         ty, n = ("i32" if self.int8 else "f32"), len(values)
-        words = self.split_words  # per tile: [split][wn][value][lane], coalesced
-        assert words == s.split_k * s.warps_n * n * 32
+        words = self.split_words  # per tile: [split][wn][value][lane], coalesced (split_k * warps_n * n * 32)
 
         def slot(split: str, i: int) -> str:
             w = e.op(f"arith.addi {e.op(f'arith.muli {split}, {e.i32(s.warps_n)} : i32')}, {self.wn} : i32")

@@ -30,7 +30,7 @@ class MatmulLauncher:
     def __init__(self, payload: dict, device: torch.device):
         meta = payload["meta"]
         self.meta, self.grid_x, self.block_m = meta, meta["grid_x"], meta["block_m"]
-        self.split_k, self.split_words = meta.get("split_k", 1), meta.get("split_words", 0)
+        self.split_k, self.split_words = meta["split_k"], meta["split_words"]
         self.device = device
         self.kernel = CudaKernel(payload["ptx"], meta["kernel"], device, meta["threads"], meta["shared_bytes"])
         self._workspaces: dict = {}  # raw stream -> (row blocks covered, workspace, locks)

@@ -189,3 +189,23 @@ def test_k_unroll(fields, schedule, K, rng, seed):
         out = _poisoned((m, cfg.N), cfg.out_dtype, "cuda")
         inp.run(op, output=out)
         assert_close(out, inp.reference(), cfg.out_dtype, cfg.accum_dtype, cfg.K, msg=f"{fields} {schedule} m={m} seed={seed}")
+
+
+def test_split_k_in_cuda_graph(rng, seed):
+    """A K-split forward captured in a CUDA graph (its workspace is made during capture) replays right,
+    again and again (the locks go back to zero), on new inputs."""
+    cfg = MatmulConfig(M=[16], N=384, K=4096, W_dtype="int4", with_scaling=True, group_size=128,
+                       accum_dtype="float32")
+    op = Matmul(cfg, schedule=dict(split_k=4))
+    inp = random_matmul_inputs(cfg, 16, "cuda", rng, op=op)
+    out = _poisoned((16, cfg.N), "float16", "cuda")
+    inp.run(op, output=out)  # builds the kernel outside the capture
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        inp.run(op, output=out)
+    for replay in range(3):
+        inp.A.copy_(torch.randn(inp.A.shape, generator=rng).to(inp.A.dtype).cuda())
+        out.fill_(float("nan"))
+        graph.replay()
+        torch.cuda.synchronize()
+        assert_close(out, inp.reference(), "float16", "float32", cfg.K, msg=f"replay {replay} seed={seed}")
