@@ -103,15 +103,16 @@ def matmul_schedule(cfg, bucket: int, target: str, **overrides) -> MatmulSchedul
     few columns and many blocks keep every SM streaming weights, 2 iterations of weights in flight per
     thread. m <= 16: 128 columns a block (the 16 rows of A are read once per 128 weight columns) and
     K split over up to 4 blocks to keep the block count up. Up to 64 rows: 32 or 64 rows x 64 columns;
-    more: 64 or (above 256 rows) 128 rows x 128 columns, with as many A stages as shared memory holds.
+    more: 64 or (above 256 rows) 128 rows x 128 columns, 8- and 16-bit weights 128 k per iteration,
+    with as many A stages as 48 KB of shared memory holds.
     """
+    superblock = layout_of(format_of(cfg.W_dtype).bits, cfg.A_dtype).superblock
     split_k, stages = 1, 3  # stages: at most this many, as shared memory allows
     if bucket <= 8:  # measured best of the sweeps in docs/perf-notes.md
         block_m, warp_n_tiles, warps_k, prefetch = 8, 2, 4, 2
     elif bucket <= 16:  # 16 rows of A: wide blocks (less A per weight byte), K split over 4 blocks
         block_m, warp_n_tiles, warps_k, prefetch, stages = 16, 4, 1, 2, 2
-        superblocks = -(-cfg.K // layout_of(format_of(cfg.W_dtype).bits, cfg.A_dtype).superblock)
-        split_k = max(1, min(4, superblocks // 8))  # at least 8 superblocks a split
+        split_k = max(1, min(4, -(-cfg.K // superblock) // 8))  # at least 8 superblocks a split
     elif bucket <= 64:
         block_m, warp_n_tiles, warps_k, prefetch = (32 if bucket <= 32 else 64), 2, 1, 1
     else:  # wider tiles, fewer re-reads of A and W from L2: 128 rows above 256 where two A stages fit
@@ -119,12 +120,10 @@ def matmul_schedule(cfg, bucket: int, target: str, **overrides) -> MatmulSchedul
         stages = 4
     # 8- and 16-bit weights have short superblocks (64 / 32 k): several per iteration amortize its
     # barriers and A copies, as shared memory allows (prefill only; decode keeps registers for bytes in flight)
-    superblock = layout_of(format_of(cfg.W_dtype).bits, cfg.A_dtype).superblock
     k_unroll = max(1, 128 // superblock) if bucket > 16 else 1
     # the A stages stay under 48 KB: more (deeper pipelines, opted-in shared memory) measured slower
     # on the H100 for every shape (docs/perf-notes.md); an override may use up to the target's maximum
-    budget = SHARED_LIMIT
-    while k_unroll > 1 and a_tile_bytes(cfg, block_m, warps_k, k_unroll) * 2 > budget:
+    while k_unroll > 1 and a_tile_bytes(cfg, block_m, warps_k, k_unroll) * 2 > SHARED_LIMIT:
         k_unroll //= 2
     a_smem = 1  # a_smem=0 (A fragments from L1) measured slower for decode, see docs/perf-notes.md
     # the group parameters of each prefetched iteration are carried in registers too: with many small
@@ -133,11 +132,11 @@ def matmul_schedule(cfg, bucket: int, target: str, **overrides) -> MatmulSchedul
         prefetch -= 1
     while warp_n_tiles > 1 and param_words(cfg, warp_n_tiles) > PARAM_REGISTERS:
         warp_n_tiles //= 2
-    while warps_k > 1 and a_tile_bytes(cfg, block_m, warps_k, k_unroll) * 2 > budget:
+    while warps_k > 1 and a_tile_bytes(cfg, block_m, warps_k, k_unroll) * 2 > SHARED_LIMIT:
         warps_k //= 2
-    while block_m > 16 and a_tile_bytes(cfg, block_m, warps_k, k_unroll) * 2 > budget:
+    while block_m > 16 and a_tile_bytes(cfg, block_m, warps_k, k_unroll) * 2 > SHARED_LIMIT:
         block_m //= 2
-    while stages > 2 and a_tile_bytes(cfg, block_m, warps_k, k_unroll) * stages > budget:
+    while stages > 2 and a_tile_bytes(cfg, block_m, warps_k, k_unroll) * stages > SHARED_LIMIT:
         stages -= 1
     unknown = set(overrides) - {f.name for f in fields(MatmulSchedule)}
     if unknown:
