@@ -95,7 +95,7 @@ def compile_matmul(cfg, schedule: MatmulSchedule, target: str) -> KernelArtifact
     split = ["ws", "locks"] if schedule.split_k > 1 else []
     params = list(matmul_shapes(cfg)) + split + ["m"]
     meta = {"kernel": name, "threads": THREADS, "grid_x": -(-cfg.N // schedule.block_n),
-            "block_m": schedule.block_m, "split_k": schedule.split_k, "split_words": split_words(cfg, schedule),
+            "block_m": schedule.block_m, "split_k": schedule.split_k, "split_words": split_words(schedule),
             "shared_bytes": matmul_smem_bytes(cfg, schedule), "params": params, "target": target}
     return KernelArtifact(ptx, meta)
 

@@ -61,29 +61,27 @@ def param_words(cfg, warp_n_tiles: int) -> int:
     if not cfg.with_scaling or cfg.A_dtype == "int8":
         return 0
     layout = layout_of(format_of(cfg.W_dtype).bits, cfg.A_dtype)
-    group = cfg.K if cfg.group_size == -1 else cfg.group_size
-    steps = layout.superblock // layout.mma_k
-    if layout.superblock % group == 0:
-        groups = layout.superblock // group
-    else:
-        groups = 1 if group % layout.superblock == 0 else steps
+    groups = len(set(layout.group_keys(cfg.K if cfg.group_size == -1 else cfg.group_size)))
     return warp_n_tiles * groups * (2 if cfg.with_zeros else 1)
 
 
-def split_words(cfg, sched: MatmulSchedule) -> int:
+def accumulator_values(sched: MatmulSchedule) -> int:
+    """Output values a thread holds after the main loop: 4 per m16 x n8 tile (2 for the m8 half tile)."""
+    return max(sched.block_m // 16, 1) * sched.warp_n_tiles * (2 if sched.block_m == 8 else 4)
+
+
+def split_words(sched: MatmulSchedule) -> int:
     """32-bit workspace words one output tile needs with split_k > 1 (else 0): every split's partial
     accumulators, laid out [split][warps_n][value][lane]."""
     if sched.split_k == 1:
         return 0
-    values = max(sched.block_m // 16, 1) * sched.warp_n_tiles * (2 if sched.block_m == 8 else 4)
-    return sched.split_k * sched.warps_n * values * 32
+    return sched.split_k * sched.warps_n * accumulator_values(sched) * 32
 
 
 def matmul_smem_bytes(cfg, sched: MatmulSchedule) -> int:
     """Dynamic shared memory of a matmul kernel: the A stages, reused after the loop for the K-split
     warps' partial sums (and the split flag)."""
-    values = max(sched.block_m // 16, 1) * sched.warp_n_tiles * (2 if sched.block_m == 8 else 4)
-    reduce_bytes = (sched.warps_k - 1) * sched.warps_n * values * 32 * 4
+    reduce_bytes = (sched.warps_k - 1) * sched.warps_n * accumulator_values(sched) * 32 * 4
     stages = sched.stages * a_tile_bytes(cfg, sched.block_m, sched.warps_k, sched.k_unroll) if sched.a_smem else 16
     return max(stages, reduce_bytes, 16)
 

@@ -44,7 +44,8 @@ class MatmulKernel:
         self.U = sched.k_unroll  # superblocks a warp computes per iteration
         self.KB = sched.warps_k * self.U * self.SB  # k per block iteration: U superblocks per K-split warp
         self.row_bytes = self.KB * self.abytes + 16  # padded: ldmatrix rows hit distinct banks
-        self.stage_bytes = a_tile_bytes(_Cfg(cfg), sched.block_m, sched.warps_k, sched.k_unroll)
+        config = _Cfg(cfg)
+        self.stage_bytes = a_tile_bytes(config, sched.block_m, sched.warps_k, sched.k_unroll)
         self.groups = cfg["K"] // (cfg["K"] if cfg["group_size"] == -1 else cfg["group_size"])
         self.G = cfg["K"] // self.groups
         self.tiles = self.layout.padded(cfg["K"]) // self.SB  # superblocks
@@ -54,7 +55,7 @@ class MatmulKernel:
         self.rounds = -(-self.steps // (sched.split_k * sched.w_prefetch)) * sched.w_prefetch
         self.half = sched.block_m == 8  # one m8 half tile: rows 8-15 of the mma repeat rows 0-7, dropped
         self.m_tiles = max(sched.block_m // 16, 1)
-        self.smem_bytes = matmul_smem_bytes(_Cfg(cfg), sched)
+        self.smem_bytes = matmul_smem_bytes(config, sched)
         self.kind = "s8.s32" if self.int8 else ("f16.f16" if cfg["accum_dtype"] == "float16" else "f16.f32")
         self.a_vector = cfg["K"] % (16 // self.abytes) == 0  # rows of A are 16-byte aligned
         self.s8_scale = s8_scale_bits(cfg["W_dtype"], cfg["K"]) if self.int8 else 0  # undone in the epilogue
@@ -62,7 +63,7 @@ class MatmulKernel:
             raise ValueError(f"the GPU kernel addresses scale/zeros with 32-bit offsets: N * K / group_size = "
                              f"{self.N * self.groups} must stay below 2**30")
         self.name = None
-        self.split_words = split_words(_Cfg(cfg), sched)  # workspace words of one output tile
+        self.split_words = split_words(sched)  # workspace words of one output tile
 
     # -- the whole kernel --
     def emit(self) -> str:
@@ -281,16 +282,6 @@ class MatmulKernel:
             v = e.op(f"arith.select {valid}, {v}, {e.const(0 if self.int8 else 0.0, a_ty)} : {a_ty}")
             gpu.store(e, v, dst, a_ty, gpu.SHARED)
 
-    def _group_keys(self) -> list[int]:
-        """Per mma step of a superblock: which of the superblock's groups it uses (0, 1, ...)."""
-        KS, SB, G = self.layout.mma_k, self.SB, self.G
-        steps = SB // KS
-        if SB % G == 0:  # whole groups inside the superblock
-            return [(KS * step) // G for step in range(steps)]
-        if G % SB == 0:  # the superblock inside one group
-            return [0] * steps
-        return list(range(steps))  # groups not aligned to superblocks: one lookup per step
-
     def _load_params(self, sb: str) -> list[tuple[str, str]]:
         """Issues the loads of the scale and zero of each n8 tile and group of superblock `sb`: the
         aligned words holding them (per tile, per group, scale then zero)."""
@@ -305,7 +296,7 @@ class MatmulKernel:
         """Per mma step of tile `nt` in superblock `sb`: (scale, zero) splatted to vector<2xf16>, taken
         from the words `_load_params` loaded, or None without scaling."""
         cfg, e = self.cfg, self.e
-        keys = self._group_keys()
+        keys = self.layout.group_keys(self.G)
         if not cfg["with_scaling"]:
             return [None] * len(keys)
         per_group = 2 if cfg["with_zeros"] else 1
@@ -321,7 +312,7 @@ class MatmulKernel:
 
     def _group_steps(self) -> list[int]:
         """The first mma step of each group of a superblock."""
-        keys = self._group_keys()
+        keys = self.layout.group_keys(self.G)
         return [keys.index(k) for k in sorted(set(keys))]
 
     def _param_offsets(self, sb: str, step: int, nt: int) -> list[tuple[str, str]]:

@@ -149,12 +149,12 @@ def decode_word_s8(e: Emitter, word: str, W_dtype: str, scale_bits: int = 0) -> 
     fmt = format_of(W_dtype)
     if fmt.bits == 8:
         return [word]
-    if scale_bits:  # code i of each byte moved to the byte's top bits: the lane is code * 2**scale_bits
-        top = e.const(_i32((((1 << fmt.bits) - 1) << scale_bits) * 0x01010101), "i32")
-        return [e.op(f"arith.andi {_shift(e, word, 'shli', scale_bits - fmt.bits * i)}, {top} : i32")
-                for i in range(32 // fmt.bits // 4)]
     per_word = 32 // fmt.bits // 4
     mask = (1 << fmt.bits) - 1
+    if scale_bits:  # code i of each byte moved to the byte's top bits: the lane is code * 2**scale_bits
+        top = e.const(_i32((mask << scale_bits) * 0x01010101), "i32")
+        return [e.op(f"arith.andi {_shift(e, word, 'shli', scale_bits - fmt.bits * i)}, {top} : i32")
+                for i in range(per_word)]
     lanes = e.const(_i32(mask * 0x01010101), "i32")
     regs = []
     for i in range(per_word):

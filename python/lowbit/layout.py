@@ -45,6 +45,17 @@ class WeightLayout:
     def word_elems(self) -> int:  # EW
         return 32 // self.bits
 
+    def group_keys(self, group: int) -> list:
+        """Per mma step of a superblock: which of the superblock's quantization groups (of `group`
+        elements) it uses, numbered from 0 within the superblock."""
+        KS, SB = self.mma_k, self.superblock
+        steps = SB // KS
+        if SB % group == 0:  # whole groups inside the superblock
+            return [(KS * step) // group for step in range(steps)]
+        if group % SB == 0:  # the superblock inside one group
+            return [0] * steps
+        return list(range(steps))  # groups not aligned to superblocks: one lookup per step
+
     def padded(self, K: int) -> int:
         return -(-K // self.superblock) * self.superblock
 
