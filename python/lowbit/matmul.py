@@ -22,7 +22,8 @@ class Matmul:
             raise TypeError(f"config must be a MatmulConfig, got {type(config).__name__}")
         self.config = config
         self.schedule = tuple(sorted((schedule or {}).items()))
-        self._kernels: dict = {}  # (device, m) -> the kernel of m's bucket
+        self._kernels: dict = {}  # (device, M bucket) -> kernel
+        self._kernel_of_m: dict = {}  # (device, m) -> the kernel of m's bucket (no bucket search per call)
         self._last_weights = None  # (device, tensors given, weight operands, addresses) last checked
         if schedule:  # validate the overrides now, not at the first launch
             from lowbit.compiler.schedule import matmul_schedule
@@ -41,7 +42,7 @@ class Matmul:
         self._k_shape = (config.K,)
 
     def __getstate__(self):  # kernels are rebuilt (or loaded from the cache) after unpickling
-        return {**self.__dict__, "_kernels": {}, "_last_weights": None}
+        return {**self.__dict__, "_kernels": {}, "_kernel_of_m": {}, "_last_weights": None}
 
     def __getattr__(self, name):  # every config field and property, as SPEC.md lists them
         if name != "config" and hasattr(MatmulConfig, name) or name in MatmulConfig.__dataclass_fields__:
@@ -137,10 +138,9 @@ class Matmul:
             check_tensor("output", output, cfg.out_dtype, out_shape, device)
         if m == 0:
             return output
-        key = (device, m)
-        kernel = self._kernels.get(key)
+        kernel = self._kernel_of_m.get((device, m))
         if kernel is None:
-            kernel = self._kernels[key] = self._kernel(device, m)
+            kernel = self._kernel(device, m)
         if device.type == "cuda":
             a_ptr = A.data_ptr()
             if a_ptr & 15:  # 16-byte copies of A rows
@@ -182,23 +182,12 @@ class Matmul:
         return weights, ptrs
 
     def _kernel(self, device: torch.device, m: int):
-        """The kernel of the M bucket of `m` rows (an error for m outside a static M), shared by the
-        m of one bucket."""
-        bucket = self.config.bucket_for(m)
-        for (dev, _), kernel in self._kernels.items():
-            if dev == device and kernel.bucket == bucket:
-                return kernel
-        return _BucketKernel(kernel_for("matmul", self.config, device, bucket, self.schedule), bucket)
+        """The kernel of the M bucket of `m` rows (an error for m outside a static M), remembered for m."""
+        key = (device, self.config.bucket_for(m))
+        if key not in self._kernels:
+            self._kernels[key] = kernel_for("matmul", self.config, device, key[1], self.schedule)
+        self._kernel_of_m[(device, m)] = self._kernels[key]
+        return self._kernels[key]
 
     __call__ = forward
 
-
-class _BucketKernel:
-    """A kernel and the M bucket it was built for."""
-
-    def __init__(self, kernel, bucket: int):
-        self.kernel, self.bucket = kernel, bucket
-        self.launch = getattr(kernel, "launch", None)
-
-    def __call__(self, operands):
-        self.kernel(operands)

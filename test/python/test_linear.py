@@ -182,7 +182,8 @@ def test_opt_M_buckets(rng, monkeypatch):
     monkeypatch.setattr(mm, "kernel_for", spy)
 
     def run(layer, A):
-        getattr(layer.matmul, "_kernels", {}).clear()  # Matmul may cache kernels per bucket: look up afresh
+        for cache in ("_kernels", "_kernel_of_m"):  # Matmul caches kernels per bucket and per m: look up afresh
+            getattr(layer.matmul, cache, {}).clear()
         seen.clear()
         return layer(A)
 
