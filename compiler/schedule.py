@@ -66,7 +66,7 @@ def param_words(cfg, warp_n_tiles: int) -> int:
 
 
 def accumulator_values(sched: MatmulSchedule) -> int:
-    """Output values a thread holds after the main loop: 4 per m16 x n8 tile (2 for the m8 half tile)."""
+    """Output values a thread holds after the main loop: 4 per m16 x n8 tile (2 per n8 tile with 8 rows)."""
     return max(sched.block_m // 16, 1) * sched.warp_n_tiles * (2 if sched.block_m == 8 else 4)
 
 

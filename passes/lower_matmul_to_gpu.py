@@ -4,13 +4,17 @@ Kernel design (see docs/design.md): a block of 4 warps computes a block_m x bloc
 output, marching over K one weight superblock at a time.
 - A: each superblock's block_m x SB tile is copied into shared memory with `stages`-deep cp.async
   (zero-filled past m and K) and read as mma fragments with ldmatrix.
-- W: every thread reads its 16 bytes per n8 tile straight from global memory (streaming loads, one
-  superblock ahead of use), decodes them in registers with the shared decode emitter into mma B
-  registers (the stored layout puts them in fragment order), and applies scale and zeros in f16.
-- mma.sync m16n8k16 (f16 A) or m16n8k32 (int8 A); the epilogue adds the bias and converts.
+- W: every thread reads its 16 bytes per n8 tile straight from global memory (streaming loads,
+  w_prefetch iterations ahead of use) and decodes them in registers with the shared decode emitter
+  into mma B registers (the stored layout puts them in fragment order).
+- mma.sync m16n8k16 (f16 A) or m16n8k32 (int8 A). Prefill blocks (32+ rows) apply scale and zeros in
+  f16 before the mma. Decode blocks (8 or 16 rows) swap the operands, two weight tiles as A and 8 rows
+  of activations as B, and apply scale and zeros to f32 group sums after the mma.
+- The epilogue adds the bias and converts.
 """
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import MISSING, fields
 
@@ -53,10 +57,21 @@ class MatmulKernel:
         # block iterations of each K split, a whole number of prefetch rounds: the splits cover disjoint
         # superblocks (those past K read zero A and add nothing)
         self.rounds = -(-self.steps // (sched.split_k * sched.w_prefetch)) * sched.w_prefetch
-        self.half = sched.block_m == 8  # one m8 half tile: rows 8-15 of the mma repeat rows 0-7, dropped
+        self.half = sched.block_m == 8  # one m8 row group
         self.m_tiles = max(sched.block_m // 16, 1)
+        # decode blocks (up to 16 rows) swap the mma operands: two n8 weight tiles form the 16-row A
+        # operand and 8 rows of activations the n8 B operand (half the mmas of an m8 tile, and each
+        # thread's accumulators lie on the weight columns whose group parameters it loaded)
+        self.swapped = sched.block_m <= 16
+        self.row_groups = sched.block_m // 8 if self.swapped else 0
+        self.pairs = -(-sched.warp_n_tiles // 2)
         self.smem_bytes = matmul_smem_bytes(config, sched)
         self.kind = "s8.s32" if self.int8 else ("f16.f16" if cfg["accum_dtype"] == "float16" else "f16.f32")
+        # swapped with float A and scaling: the mma sums decoded codes of one group in f32 and the scale
+        # (and zero) apply to the sum, 1-2 f32 fmas per group instead of an f16 multiply per weight pair;
+        # f32 accumulation is as fast as f16 on sm_80+, so this holds for accum_dtype float16 too
+        self.scale_after = self.swapped and not self.int8 and cfg["with_scaling"]
+        self.acc_kind = "f16.f32" if self.scale_after else self.kind
         self.a_vector = cfg["K"] % (16 // self.abytes) == 0  # rows of A are 16-byte aligned
         self.s8_scale = s8_scale_bits(cfg["W_dtype"], cfg["K"]) if self.int8 else 0  # undone in the epilogue
         if cfg["with_scaling"] and self.N * self.groups * 2 >= 1 << 31:
@@ -85,10 +100,10 @@ class MatmulKernel:
         stage_types = [ty for _, ty in ring[0]]
         per_set = len(stage_types)
         zero = {"f16.f32": e.const(0.0, "f32"), "s8.s32": e.const(0, "i32"),
-                "f16.f16": e.const("dense<0.0>", gpu.F16X2)}[self.kind]
-        acc_ty = {"f16.f32": "f32", "s8.s32": "i32", "f16.f16": gpu.F16X2}[self.kind]
-        n_acc = gpu.MMA[self.kind][2]
-        n_tiles = self.m_tiles * s.warp_n_tiles
+                "f16.f16": e.const("dense<0.0>", gpu.F16X2)}[self.acc_kind]
+        acc_ty = {"f16.f32": "f32", "s8.s32": "i32", "f16.f16": gpu.F16X2}[self.acc_kind]
+        n_acc = gpu.MMA[self.acc_kind][2]
+        n_tiles = self.row_groups * self.pairs if self.swapped else self.m_tiles * s.warp_n_tiles
         # the shared-memory offsets of the A stage read in this iteration and of the one written (the
         # stage read in the previous iteration), carried so that no iteration divides by `stages`
         last = (s.stages - 1) * self.stage_bytes
@@ -120,13 +135,13 @@ class MatmulKernel:
             types = ["i32", "i32"] + stage_types * depth + [acc_ty] * len(accs)
             e.line(f"scf.yield {', '.join([read_base, write_base] + refilled + accs)} : {', '.join(types)}")
         values = self._acc_values(loop.results[2 + depth * per_set:])
-        if self.half:  # rows 8-15 of each mma are padding
+        if self.swapped and s.warp_n_tiles == 1:  # a lone n8 tile: rows 8-15 of the mma repeat rows 0-7
             values = [v for i, v in enumerate(values) if i % 4 < 2]
         values = self._reduce_k(values)
         if s.split_k == 1:
-            self._epilogue(values, n_acc)
+            self._epilogue(values)
         else:
-            self._reduce_splits(values, n_acc)
+            self._reduce_splits(values)
         return self._wrap(e.text())
 
     def _iteration(self, i: int) -> str:
@@ -172,13 +187,21 @@ class MatmulKernel:
         self.smem = e.op("llvm.mlir.addressof @SMEM_A : !llvm.ptr<3>", "smem")
         self.param_base_bits = {name: e.op(f"arith.trunci {e.op(f'llvm.ptrtoint %{name} : {gpu.GLOBAL} to i64')} : i64 to i32")
                                 for name in ("scale", "zeros") if name in self.operands}
-        # ldmatrix.x4: lanes 0-15 address rows 0-15 of the k-low half, lanes 16-31 the k-high half; an
-        # m8 half tile has rows 0-7 only, which lanes 8-15 / 24-31 address again: rows 8-15 of the mma
-        # repeat rows 0-7 and are never stored (this keeps the A registers in place for the mma)
-        row = e.op(f"arith.andi {self.lane}, {e.i32(7 if self.half else 15)} : i32")
-        half = e.op(f"arith.andi {e.op(f'arith.shrui {self.lane}, {e.i32(4)} : i32')}, {e.i32(1)} : i32")
+        # ldmatrix.x4: lanes 8j..8j+7 address the rows of matrix j. Classic mmas: matrices (rows 0-7,
+        # k-low), (rows 8-15, k-low), (rows 0-7, k-high), (rows 8-15, k-high), the A fragment. Swapped
+        # mmas take each row group's two matrices as adjacent registers (no moves before the mma):
+        # (rows 0-7, k-low), (rows 0-7, k-high), then rows 8-15 or, with 8 rows (block_m 8), the next
+        # mma step (32 bytes on), so that one ldmatrix.x4 reads two steps
+        bit3, bit4 = (e.op(f"arith.andi {e.op(f'arith.shrui {self.lane}, {e.i32(b)} : i32')}, {e.i32(1)} : i32")
+                      for b in (3, 4))
+        k_high, second = (bit3, bit4) if self.swapped else (bit4, bit3)
+        row = e.op(f"arith.andi {self.lane}, {e.i32(7)} : i32")
+        if not self.half:
+            row = e.op(f"arith.addi {row}, {e.op(f'arith.shli {second}, {e.i32(3)} : i32')} : i32")
         ldm = e.op(f"arith.addi {e.op(f'arith.muli {row}, {e.i32(self.row_bytes)} : i32')}, "
-                   f"{e.op(f'arith.shli {half}, {e.i32(4)} : i32')} : i32")
+                   f"{e.op(f'arith.shli {k_high}, {e.i32(4)} : i32')} : i32")
+        if self.half:
+            ldm = e.op(f"arith.addi {ldm}, {e.op(f'arith.shli {second}, {e.i32(5)} : i32')} : i32")
         # each K-split warp reads its own superblock of the stage
         self.ldm_offset = e.op(f"arith.addi {ldm}, {e.op(f'arith.muli {self.kw}, {e.i32(self.U * self.SB * self.abytes)} : i32')} : i32")
 
@@ -292,23 +315,43 @@ class MatmulKernel:
                 for nt in range(self.s.warp_n_tiles) for step in self._group_steps()
                 for name, off in self._param_offsets(sb, step, nt)]
 
-    def _group_params(self, sb: str, words: list[str], nt: int) -> list:
-        """Per mma step of tile `nt` in superblock `sb`: (scale, zero) splatted to vector<2xf16>, taken
-        from the words `_load_params` loaded, or None without scaling."""
+    def _group_scalars(self, sb: str, words: list[str], nt: int) -> list[tuple]:
+        """Per quantization group of superblock `sb` (numbered as group_keys numbers them): the f16 scale
+        and zero (None without zeros; a quantized zero as its code) of this thread's column in tile
+        `nt`, taken from the words `_load_params` loaded."""
         cfg, e = self.cfg, self.e
-        keys = self.layout.group_keys(self.G)
-        if not cfg["with_scaling"]:
-            return [None] * len(keys)
         per_group = 2 if cfg["with_zeros"] else 1
         firsts = self._group_steps()
-        splats = []
+        scalars = []
         for gi, step in enumerate(firsts):
             offsets = self._param_offsets(sb, step, nt)
             at = (nt * len(firsts) + gi) * per_group
-            scale = _splat(e, _as_f16(e, _bits_at(e, words[at], self._bit_offset(*offsets[0]), 16)))
+            scale = _as_f16(e, _bits_at(e, words[at], self._bit_offset(*offsets[0]), 16))
             zero = self._zero_value(words[at + 1], self._bit_offset(*offsets[1]), nt) if cfg["with_zeros"] else None
-            splats.append((scale, zero))
+            scalars.append((scale, zero))
+        return scalars
+
+    def _group_params(self, sb: str, words: list[str], nt: int) -> list:
+        """Per mma step of tile `nt` in superblock `sb`: (scale, zero) splatted to vector<2xf16>, or None
+        without scaling."""
+        e = self.e
+        keys = self.layout.group_keys(self.G)
+        if not self.cfg["with_scaling"]:
+            return [None] * len(keys)
+        splats = [(_splat(e, scale), None if zero is None else _splat(e, zero))
+                  for scale, zero in self._group_scalars(sb, words, nt)]
         return [splats[k] for k in keys]
+
+    def _fold_factors(self, scale: str, zero) -> tuple:
+        """f32 (scale, -zero term) that fold a group's sums into the accumulators: acc += scale * sum(a w)
+        + nz * sum(a), as the zeros mode's formula expands ((w - z) s = w s - z s; w s - z)."""
+        e = self.e
+        s32 = e.op(f"arith.extf {scale} : f16 to f32", "s32")
+        if zero is None:
+            return s32, None
+        z32 = e.op(f"arith.extf {zero} : f16 to f32")
+        term = z32 if self.cfg["zeros_mode"] == "rescale" else e.op(f"arith.mulf {z32}, {s32} : f32")
+        return s32, e.op(f"arith.negf {term} : f32", "nz")
 
     def _group_steps(self) -> list[int]:
         """The first mma step of each group of a superblock."""
@@ -341,16 +384,16 @@ class MatmulKernel:
         return e.op(f"arith.shli {low}, {e.i32(3)} : i32", "shift")
 
     def _zero_value(self, word: str, shift: str, nt: int) -> str:
-        """The zero point splatted: the f16 at bit `shift` of `word`, or the code of this thread's
-        column in the quantized zero byte there."""
+        """The zero point as f16: the f16 at bit `shift` of `word`, or the code of this thread's column
+        in the quantized zero byte there."""
         cfg, e = self.cfg, self.e
         if cfg["zeros_mode"] != "quantized":
-            return _splat(e, _as_f16(e, _bits_at(e, word, shift, 16)))
+            return _as_f16(e, _bits_at(e, word, shift, 16))
         bits, per_byte = self.fmt.bits, 8 // self.fmt.bits
         n = self.w_rows[nt][0]
         slot = e.op(f"arith.muli {e.op(f'arith.remui {n}, {e.i32(per_byte)} : i32')}, {e.const(bits, 'i32')} : i32")
         code = _bits_at(e, word, e.op(f"arith.addi {shift}, {slot} : i32"), bits)
-        return _splat(e, e.op(f"arith.uitofp {code} : i32 to f16"))
+        return e.op(f"arith.uitofp {code} : i32 to f16")
 
     def _compute(self, kt: str, read_base: str, stage: list[str], accs: list[str], n_acc: int) -> list[str]:
         """Runs this iteration's superblocks on the loaded stage and the A stage at byte `read_base` of
@@ -366,35 +409,106 @@ class MatmulKernel:
         """Decodes one superblock's loads (weights, then raw group parameters) and runs its mmas on the
         A superblock at byte `stage_base` of shared memory."""
         e, s, cfg = self.e, self.s, self.cfg
-        steps = self.SB // self.layout.mma_k
         n_words = 4 * s.warp_n_tiles
         w_words, raw_params = stage[:n_words], stage[n_words:]
-        b_regs = []  # per n8 tile: every B register of the superblock, in step order
+        w_regs = []  # per n8 tile: every decoded weight register of the superblock, in step order
         for nt in range(s.warp_n_tiles):
             regs = []
             for word in w_words[4 * nt: 4 * nt + 4]:
                 regs += decode_word_s8(e, word, cfg["W_dtype"], self.s8_scale) if self.int8 else \
                     decode_word_f16(e, word, cfg["W_dtype"], getattr(self, "lut", None))
-            params = self._group_params(sb, raw_params, nt)
-            if not self.int8 and cfg["with_scaling"]:
+            if not self.int8 and cfg["with_scaling"] and not self.scale_after:
+                params = self._group_params(sb, raw_params, nt)
                 regs = [dequantize(e, r, gpu.F16X2, cfg["zeros_mode"], *params[i // 2]) for i, r in enumerate(regs)]
-            b_regs.append(regs)
+            w_regs.append(regs)
+        if self.swapped:
+            return self._swapped_mmas(sb, stage_base, w_regs, raw_params, accs, n_acc)
         accs = list(accs)
-        for step in range(steps):
-            a_frags = []
-            for mt in range(self.m_tiles):
-                if not s.a_smem:
-                    a = self._a_fragment_global(sb, step, mt)
-                else:
-                    off = e.op(f"arith.addi {stage_base}, {e.const(mt * 16 * self.row_bytes + step * 32, 'i32')} : i32")
-                    a = gpu.ldmatrix_x4(e, gpu.gep(e, self.smem, off, gpu.SHARED, "i32"))
-                a_frags.append(a if self.int8 else [e.op(f"llvm.bitcast {x} : i32 to vector<2xf16>") for x in a])
+        for step in range(self.SB // self.layout.mma_k):
+            a_frags = [self._a_fragment(sb, stage_base, step, mt) for mt in range(self.m_tiles)]
             for nt in range(s.warp_n_tiles):
-                b = b_regs[nt][2 * step: 2 * step + 2]
+                b = w_regs[nt][2 * step: 2 * step + 2]
                 for mt in range(self.m_tiles):
                     i = (mt * s.warp_n_tiles + nt) * n_acc
                     accs[i:i + n_acc] = gpu.mma(e, self.kind, a_frags[mt], b, accs[i:i + n_acc])
         return accs
+
+    def _swapped_mmas(self, sb: str, stage_base: str, w_regs: list, raw_params: list[str], accs: list[str],
+                      n_acc: int) -> list[str]:
+        """The mmas of a decode block: per step, n8 tiles 2p and 2p + 1 are rows 0-7 and 8-15 of the A
+        operand (a lone tile fills both) and each row group's activations the B operand, so that
+        accumulator (rg, p) holds out[8 rg + 2q + j][16 p + 8 i + g] in register 2 i + j. With
+        scale_after, each run of steps inside one group sums into fresh f32 registers, which the
+        group's scale (and zero, through the activations' sums) then fold into the accumulators."""
+        e, s = self.e, self.s
+        acts = self._activation_operands(sb, stage_base)
+        last = s.warp_n_tiles - 1
+        a_ops = [[[w_regs[2 * p][2 * step], w_regs[min(2 * p + 1, last)][2 * step],
+                   w_regs[2 * p][2 * step + 1], w_regs[min(2 * p + 1, last)][2 * step + 1]]
+                  for p in range(self.pairs)] for step in range(len(acts))]
+        slots = [(rg, p, (rg * self.pairs + p) * n_acc) for rg in range(self.row_groups) for p in range(self.pairs)]
+        accs = list(accs)
+        if not self.scale_after:
+            for step in range(len(acts)):
+                for rg, p, i in slots:
+                    accs[i:i + n_acc] = gpu.mma(e, self.acc_kind, a_ops[step][p], acts[step][rg], accs[i:i + n_acc])
+            return accs
+        keys = self.layout.group_keys(self.G)
+        params = [self._group_scalars(sb, raw_params, nt) for nt in range(s.warp_n_tiles)]
+        factors = {}  # (tile, group) -> f32 (scale, -zero term)
+        zero = [e.const(0.0, "f32")] * 4
+        ones = [e.const("dense<1.0>", gpu.F16X2)] * 4
+        for key, run in itertools.groupby(range(len(acts)), key=keys.__getitem__):
+            run = list(run)
+            sums = {}
+            for step in run:
+                for rg, p, _ in slots:
+                    sums[rg, p] = gpu.mma(e, "f16.f32", a_ops[step][p], acts[step][rg], sums.get((rg, p), zero))
+            act_sums = {}  # with zeros: the row sums of each row group's activations over the run
+            if self.cfg["with_zeros"]:
+                for step in run:
+                    for rg in range(self.row_groups):
+                        act_sums[rg] = gpu.mma(e, "f16.f32", ones, acts[step][rg], act_sums.get(rg, zero))
+            for rg, p, i in slots:
+                for c in range(4):
+                    tile = min(2 * p + c // 2, last)
+                    if (tile, key) not in factors:
+                        factors[tile, key] = self._fold_factors(*params[tile][key])
+                    scale, neg_zero = factors[tile, key]
+                    acc = gpu.fma_f32(e, sums[rg, p][c], scale, accs[i + c])
+                    accs[i + c] = acc if neg_zero is None else gpu.fma_f32(e, act_sums[rg][c], neg_zero, acc)
+        return accs
+
+    def _activation_operands(self, sb: str, stage_base: str) -> list[list[list[str]]]:
+        """Swapped mmas: per mma step of superblock `sb`, per row group, the two B registers of the
+        activations (the A fragment's registers of those rows)."""
+        steps = self.SB // self.layout.mma_k
+        if self.half and self.s.a_smem:  # one ldmatrix.x4 reads two steps (see _ids)
+            operands = []
+            for step in range(0, steps, 2):
+                r = self._ldmatrix(stage_base, step, 0)
+                operands += [[r[0:2]], [r[2:4]]]
+            return operands
+        if self.s.a_smem:  # (rows 0-7, rows 8-15) x (k-low, k-high)
+            return [[r[0:2], r[2:4]] for r in (self._ldmatrix(stage_base, step, 0) for step in range(steps))]
+        operands = []
+        for step in range(steps):
+            a = self._a_fragment(sb, stage_base, step, 0)
+            operands.append([[a[rg], a[rg + 2]] for rg in range(self.row_groups)])
+        return operands
+
+    def _a_fragment(self, sb: str, stage_base: str, step: int, mt: int) -> list[str]:
+        """The 4 A registers of m16 tile `mt` at mma step `step`, typed for the mma."""
+        return self._ldmatrix(stage_base, step, mt) if self.s.a_smem else \
+            self._mma_operands(self._a_fragment_global(sb, step, mt))
+
+    def _ldmatrix(self, stage_base: str, step: int, mt: int) -> list[str]:
+        e = self.e
+        off = e.op(f"arith.addi {stage_base}, {e.const(mt * 16 * self.row_bytes + step * 32, 'i32')} : i32")
+        return self._mma_operands(gpu.ldmatrix_x4(e, gpu.gep(e, self.smem, off, gpu.SHARED, "i32")))
+
+    def _mma_operands(self, regs: list[str]) -> list[str]:
+        return regs if self.int8 else [self.e.op(f"llvm.bitcast {x} : i32 to vector<2xf16>") for x in regs]
 
     def _a_fragment_global(self, sb: str, step: int, mt: int) -> list[str]:
         """The A fragment of one mma straight from global memory (L1-cached): rows g and g + 8 at the
@@ -445,7 +559,7 @@ class MatmulKernel:
                 total[i] = e.op(f"{add} {total[i]}, {gpu.load(e, slot(e.i32(other), i), ty, gpu.SHARED)} : {ty}")
         return total
 
-    def _reduce_splits(self, values: list[str], n_acc: int):
+    def _reduce_splits(self, values: list[str]):
         """Sums the K splits of this tile: every block leaves its partial sums in the workspace, counts
         itself done on the tile's lock, and the last one adds all partials in split order (the same
         result whichever block finishes last), resets the lock for the next launch and stores."""
@@ -485,36 +599,47 @@ class MatmulKernel:
                 total.append(acc)
             with e.region(f"scf.if {e.op(f'arith.cmpi eq, {self.tid}, {e.i32(0)} : i32')} {{"):
                 gpu.store(e, e.i32(0), lock, "i32")
-            self._epilogue(total, n_acc)
+            self._epilogue(total)
 
-    def _epilogue(self, values: list[str], n_acc: int):
+    def _epilogue(self, values: list[str]):
         """acc (+ bias) -> out_dtype, stored by the kw = 0 warps where row < m and col < N."""
-        e, s, cfg = self.e, self.s, self.cfg
+        e, cfg = self.e, self.cfg
         out_ty = mlir_type(cfg["out_dtype"])
-        col0 = e.op(f"arith.addi {self.n_warp}, {e.op(f'arith.shli {self.q}, {e.i32(1)} : i32')} : i32")
-        row0 = e.op(f"arith.addi {self.m_block}, {self.g} : i32")
         first = e.op(f"arith.cmpi eq, {self.kw}, {e.i32(0)} : i32")
-        per_tile = 2 if self.half else 4
-        for mt in range(self.m_tiles):
-            for nt in range(s.warp_n_tiles):
-                i = (mt * s.warp_n_tiles + nt) * per_tile
-                for idx, v in enumerate(values[i:i + per_tile]):  # (row g | g+8) x (col 2q | 2q+1)
-                    row = e.op(f"arith.addi {row0}, {e.const(16 * mt + 8 * (idx // 2), 'i32')} : i32")
-                    col = e.op(f"arith.addi {col0}, {e.const(8 * nt + idx % 2, 'i32')} : i32")
-                    ok = e.op(f"arith.andi {e.op(f'arith.cmpi ult, {row}, %m : i32')}, "
-                              f"{e.op(f'arith.cmpi ult, {col}, {e.i32(self.N)} : i32')} : i1")
-                    ok = e.op(f"arith.andi {ok}, {first} : i1")
-                    with e.region(f"scf.if {ok} {{"):
-                        result = self._convert_out(v, col, out_ty)
-                        idx64 = e.op(f"arith.addi {e.op(f'arith.muli {gpu.i64(e, row)}, {e.i64(self.N)} : i64')}, {gpu.i64(e, col)} : i64")
-                        off = e.op(f"arith.muli {idx64}, {e.const(ELEM_BYTES[out_ty], 'i64')} : i64")
-                        gpu.store(e, result, gpu.gep(e, "%out", off, gpu.GLOBAL), out_ty)
+        row0, col0, places = self._output_places()
+        for v, (drow, dcol) in zip(values, places, strict=True):
+            row = e.op(f"arith.addi {row0}, {e.const(drow, 'i32')} : i32")
+            col = e.op(f"arith.addi {col0}, {e.const(dcol, 'i32')} : i32")
+            ok = e.op(f"arith.andi {e.op(f'arith.cmpi ult, {row}, %m : i32')}, "
+                      f"{e.op(f'arith.cmpi ult, {col}, {e.i32(self.N)} : i32')} : i1")
+            ok = e.op(f"arith.andi {ok}, {first} : i1")
+            with e.region(f"scf.if {ok} {{"):
+                result = self._convert_out(v, col, out_ty)
+                idx64 = e.op(f"arith.addi {e.op(f'arith.muli {gpu.i64(e, row)}, {e.i64(self.N)} : i64')}, {gpu.i64(e, col)} : i64")
+                off = e.op(f"arith.muli {idx64}, {e.const(ELEM_BYTES[out_ty], 'i64')} : i64")
+                gpu.store(e, result, gpu.gep(e, "%out", off, gpu.GLOBAL), out_ty)
+
+    def _output_places(self) -> tuple:
+        """(row base, column base, per output value its (row, column) offset from them), in the order
+        of the values the main loop leaves."""
+        e, s = self.e, self.s
+        two_q = e.op(f"arith.shli {self.q}, {e.i32(1)} : i32")
+        if self.swapped:  # value 2 i + j of slot (rg, p): row 8 rg + 2q + j, column 16 p + 8 i + g
+            per_slot = 2 if s.warp_n_tiles == 1 else 4
+            places = [(8 * rg + c % 2, 16 * p + 8 * (c // 2)) for rg in range(self.row_groups)
+                      for p in range(self.pairs) for c in range(per_slot)]
+            return (e.op(f"arith.addi {self.m_block}, {two_q} : i32"),
+                    e.op(f"arith.addi {self.n_warp}, {self.g} : i32"), places)
+        places = [(16 * mt + 8 * (c // 2), 8 * nt + c % 2) for mt in range(self.m_tiles)
+                  for nt in range(s.warp_n_tiles) for c in range(4)]  # (row g | g+8) x (col 2q | 2q+1)
+        return (e.op(f"arith.addi {self.m_block}, {self.g} : i32"),
+                e.op(f"arith.addi {self.n_warp}, {two_q} : i32"), places)
 
     def _acc_values(self, acc: list[str]) -> list[str]:
         """Accumulators as f32 (float A) or i32 scalars, 4 per mma tile in (g, 2q), (g, 2q+1), (g+8, 2q),
         (g+8, 2q+1) order."""
         e = self.e
-        if self.kind != "f16.f16":
+        if self.acc_kind != "f16.f16":
             return list(acc)
         halves = [e.op(f"llvm.extractelement {reg}[{e.i32(j)} : i32] : vector<2xf16>") for reg in acc for j in (0, 1)]
         return [e.op(f"arith.extf {h} : f16 to f32") for h in halves]

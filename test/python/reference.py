@@ -15,6 +15,9 @@ Numerics model (what :func:`assert_close` allows for)
   decoded value is the table entry rounded to float16, as a float16 table holds it). 'original'
   ``(w - z) * s`` and 'rescale' ``w * s - z`` round an intermediate too; for them the reference records
   a per-weight magnitude of the intermediates and the tolerance allows one float16 rounding of each.
+  With scaling, the GPU decode kernels (up to 16 rows) never round the dequantized weight: they sum
+  ``a * code`` in float32 and apply scale and zero to the sums (docs/api.md). The reference still
+  rounds, and the tolerance allows one float16 rounding of every scaled weight, in either direction.
 * Accumulation error is modelled probabilistically: ``lam * u_acc * sqrt(K) * spread`` where ``spread``
   is ``max(||p||_2, max_j |S_j|)`` over the products ``p_k = A[i, k] * deq(n, k)`` and their prefix sums
   ``S_j``. Each rounding of an addition is at most ``u_acc * |partial sum|``; for any summation order the
@@ -107,7 +110,8 @@ def _group(cfg) -> int:
 
 def dequantize(cfg, W_logical, scale=None, zeros=None, round_weight: bool = True):
     """(deq [N, K] float64, wmag [N, K] or None): SPEC semantics; ``wmag`` bounds the float16
-    intermediates that a float16 decoder rounds before the final value (None when there are none)."""
+    intermediates that a float16 decoder rounds before the final value (zero with scaling and no such
+    intermediate, None without scaling); the tolerance adds the final value's own rounding to it."""
     W = W_logical.cpu()
     if cfg.layout == "nn":
         W = W.t()
@@ -139,6 +143,8 @@ def dequantize(cfg, W_logical, scale=None, zeros=None, round_weight: bool = True
                 else:
                     deq = (w - z) * s
                     wmag = (w.abs() + z.abs()) * s.abs()
+    if scale is not None and wmag is None:
+        wmag = torch.zeros_like(deq)  # the final rounding may be skipped (see the module doc)
     if round_weight and cfg.A_dtype == "float16":
         deq = deq.to(torch.float16).to(torch.float64)
     if wmag is not None:

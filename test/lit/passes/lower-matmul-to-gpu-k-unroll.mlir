@@ -1,11 +1,12 @@
 // RUN: lowbit-opt %s --pass-pipeline='builtin.module(lowbit-lower-matmul-to-gpu)' | FileCheck %s
 // A float16-weight matmul (superblocks of 32 k: two m16n8k16 steps) with k_unroll = 4: each warp
-// computes 4 superblocks per iteration of the main loop, so one iteration holds 1 m16 tile x 1 n8 tile
-// x 2 steps x 4 superblocks = 8 mma, reading the A stage with ldmatrix at 4 superblock offsets.
+// computes 4 superblocks per iteration of the main loop. block_m = 16 runs swapped mmas (the n8 weight
+// tile as the A operand, each 8-row group of activations as B), so one iteration holds 2 row groups x
+// 1 n8 tile x 2 steps x 4 superblocks = 16 mma, reading the A stage with ldmatrix at 4 superblock offsets.
 
 // CHECK: gpu.func @lowbit_matmul_
 // CHECK: scf.for {{.*}} iter_args
-// CHECK-COUNT-8: nvvm.mma.sync
+// CHECK-COUNT-16: nvvm.mma.sync
 // CHECK-NOT: nvvm.mma.sync
 // CHECK: scf.yield
 
