@@ -7,6 +7,7 @@ Needs no MLIR.
 from __future__ import annotations
 
 import ctypes
+import struct
 
 import torch
 from cuda.bindings import driver
@@ -39,10 +40,20 @@ def _ensure_context(device: torch.device) -> None:
             check(driver.cuCtxSetCurrent(check(driver.cuDevicePrimaryCtxRetain(dev))))
 
 
+class _LaunchConfig(ctypes.Structure):
+    """CUlaunchConfig of the driver API (cuLaunchKernelEx), without launch attributes."""
+    _fields_ = [("grid_x", ctypes.c_uint), ("grid_y", ctypes.c_uint), ("grid_z", ctypes.c_uint),
+                ("block_x", ctypes.c_uint), ("block_y", ctypes.c_uint), ("block_z", ctypes.c_uint),
+                ("shared_bytes", ctypes.c_uint), ("stream", ctypes.c_void_p), ("attrs", ctypes.c_void_p),
+                ("num_attrs", ctypes.c_uint)]
+
+
 class CudaKernel:
     """One kernel of a PTX module, loaded on one device. Launch parameters are pointers then i32
-    scalars; their buffer is built at the first launch and refilled after (the driver copies it at
-    launch), which keeps the host cost of a launch to a few microseconds."""
+    scalars, each in a 64-bit slot of one buffer (a scalar in its low bytes, little-endian) that one
+    struct.pack_into refills per launch (the driver copies it at launch). cuLaunchKernelEx takes a
+    launch config kept between launches, whose grid and stream change only when the caller's do:
+    four ctypes arguments instead of eleven keep the host cost of a launch low."""
 
     def __init__(self, ptx: str, name: str, device: torch.device, threads: int, shared_bytes: int = 0):
         self.device, self.index, self.threads, self.shared_bytes = device, device.index, threads, shared_bytes
@@ -57,38 +68,52 @@ class CudaKernel:
                 # prefer the largest shared-memory carveout so that several such blocks fit on an SM
                 check(driver.cuFuncSetAttribute(self.function,
                                                 attr.CU_FUNC_ATTRIBUTE_PREFERRED_SHARED_MEMORY_CARVEOUT, 100))
-        self._handle = int(self.function)
         self._cu_launch = _libcuda_launch()  # once per kernel: a machine without a driver can import this module
-        self._values: list = []
+        self._handle = ctypes.c_void_p(int(self.function))
+        self._config = _LaunchConfig(0, 0, 0, threads, 1, 1, shared_bytes, None, None, 0)
+        self._config_ref = ctypes.pointer(self._config)
+        self._grid, self._stream = None, None
+        self._n_args = -1
+        # torch.cuda.current_device() and the current stream's handle without their Python layers
+        self._get_device, self._raw_stream = torch._C._cuda_getDevice, torch._C._cuda_getCurrentRawStream
 
-    def _param_buffer(self, n_pointers: int, n_scalars: int) -> list:
-        self._values = [ctypes.c_void_p() for _ in range(n_pointers)] + [ctypes.c_int32() for _ in range(n_scalars)]
-        self._params = (ctypes.c_void_p * len(self._values))(*[ctypes.addressof(v) for v in self._values])
-        self._params_address = ctypes.addressof(self._params)
-        return self._values
+    def _param_buffer(self, n: int) -> None:
+        """The n parameter slots, the array of their addresses the driver reads, and their packer."""
+        self._n_args = n
+        self._slots = (ctypes.c_uint64 * max(n, 1))()
+        base = ctypes.addressof(self._slots)
+        self._param_array = (ctypes.c_void_p * max(n, 1))(*[base + 8 * i for i in range(n)])
+        self._params = ctypes.c_void_p(ctypes.addressof(self._param_array))
+        self._pack = struct.Struct(f"<{n}Q").pack_into
 
-    def launch(self, grid, pointers, scalars_i32=()) -> None:
-        values = self._values if len(self._values) == len(pointers) + len(scalars_i32) else \
-            self._param_buffer(len(pointers), len(scalars_i32))
-        for slot, value in zip(values, (*pointers, *scalars_i32)):
-            slot.value = value
-        if torch._C._cuda_getDevice() == self.index:  # torch.cuda.current_device() without its Python layers
-            self._launch(grid)
-        else:  # the driver launches into the current context: make it the tensors' device's
+    def launch(self, grid: tuple, args) -> None:
+        """Launches on `grid` with `args`: device pointers, then i32 scalars (non-negative)."""
+        if len(args) != self._n_args:
+            self._param_buffer(len(args))
+        self._pack(self._slots, 0, *args)
+        config = self._config
+        if grid != self._grid:
+            config.grid_x, config.grid_y, config.grid_z = self._grid = grid
+        if self._get_device() != self.index:  # the driver launches into the current context: make it the tensors' device's
             with torch.cuda.device(self.index):
-                self._launch(grid)
+                self._launch(config)
+        else:
+            self._launch(config)
 
-    def _launch(self, grid) -> None:
-        # straight into libcuda: cuda-python's marshalling costs ~5 us a launch, this ~1 us
-        err = self._cu_launch(self._handle, grid[0], grid[1], grid[2], self.threads, 1, 1, self.shared_bytes,
-                              torch._C._cuda_getCurrentRawStream(self.index), self._params_address, None)
+    def _launch(self, config) -> None:
+        stream = self._raw_stream(self.index)
+        if stream != self._stream:
+            config.stream = self._stream = stream
+        err = self._cu_launch(self._config_ref, self._handle, self._params, None)
         if err:
             check(driver.CUresult(err))
 
 
 def _libcuda_launch():
-    """libcuda's cuLaunchKernel through ctypes (the library cuda-python itself loaded)."""
-    fn = ctypes.CDLL("libcuda.so.1").cuLaunchKernel
-    fn.argtypes = [ctypes.c_void_p] + [ctypes.c_uint] * 7 + [ctypes.c_void_p] * 3
+    """libcuda's cuLaunchKernelEx through ctypes (the library cuda-python itself loaded). Called
+    holding the GIL (PyDLL): another thread can not refill a kernel's parameter buffer while the
+    driver reads it."""
+    fn = ctypes.PyDLL("libcuda.so.1").cuLaunchKernelEx
+    fn.argtypes = [ctypes.c_void_p] * 4
     fn.restype = ctypes.c_int
     return fn

@@ -40,7 +40,7 @@ class MatmulLauncher:
         grid_y = -(-m // self.block_m)
         if self.split_k > 1:
             pointers = [*pointers, *self._workspace(grid_y)]
-        self.kernel.launch((self.grid_x, grid_y, self.split_k), pointers, (m,))
+        self.kernel.launch((self.grid_x, grid_y, self.split_k), (*pointers, m))
 
     def _workspace(self, grid_y: int) -> tuple:
         stream = torch._C._cuda_getCurrentRawStream(self.device.index)
