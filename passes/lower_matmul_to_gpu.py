@@ -21,7 +21,7 @@ from dataclasses import MISSING, fields
 from lowbit.compiler.schedule import THREADS, MatmulSchedule, a_tile_bytes, matmul_smem_bytes, split_words
 from lowbit.dialects.lowbit import MATMUL_OP
 from lowbit.formats import format_of
-from lowbit.layout import layout_of
+from lowbit.layout import TILE_ROWS, layout_of
 from mlir import ir
 
 from .base import ModulePass, RewritePattern, replace_with_launch, symbol_suffix
@@ -226,12 +226,22 @@ class MatmulKernel:
         return e.op(f"arith.minui {n}, {e.const(self.cfg['N'] - 1, 'i32')} : i32", "nc")
 
     def _w_row(self, nt: int):
-        e = self.e
+        """(column, pointer to its first superblock chunk plus this thread's 16 bytes, bytes from one
+        superblock's chunk to the next) of tile `nt` in the tiled layout of lowbit.layout."""
+        e, N = self.e, self.cfg["N"]
         n = self._n_col(nt)
-        row_bytes = self.layout.padded(self.cfg["K"]) * self.fmt.bits // 8
-        off = e.op(f"arith.addi {e.op(f'arith.muli {gpu.i64(e, n)}, {e.i64(row_bytes)} : i64')}, "
+        chunks_per_row = self.layout.padded(self.cfg["K"]) // self.SB
+        t = e.op(f"arith.shrui {n}, {e.i32(4)} : i32")
+        i = e.op(f"arith.andi {n}, {e.i32(TILE_ROWS - 1)} : i32")
+        chunk = e.op(f"arith.addi {e.op(f'arith.muli {gpu.i64(e, t)}, {e.i64(TILE_ROWS * chunks_per_row)} : i64')}, "
+                     f"{gpu.i64(e, i)} : i64")
+        off = e.op(f"arith.addi {e.op(f'arith.shli {chunk}, {e.i64(6)} : i64')}, "
                    f"{gpu.i64(e, e.op(f'arith.shli {self.q}, {e.i32(4)} : i32'))} : i64")
-        return n, gpu.gep(e, "%w", off, gpu.GLOBAL)
+        stride = None  # N a multiple of the tile: 16 chunks (1 KB) from superblock to superblock
+        if N % TILE_ROWS:  # rows of the last, partial tile have N % 16 chunks per superblock
+            full = e.op(f"arith.cmpi ult, {n}, {e.i32(N // TILE_ROWS * TILE_ROWS)} : i32")
+            stride = e.op(f"arith.select {full}, {e.i64(TILE_ROWS * 64)}, {e.i64(N % TILE_ROWS * 64)} : i64")
+        return n, gpu.gep(e, "%w", off, gpu.GLOBAL), stride
 
     def _superblocks(self, kt: str) -> list[str]:
         """The k_unroll superblocks this warp computes in block iteration `kt` (may be past the last one)."""
@@ -247,13 +257,14 @@ class MatmulKernel:
                 for v in [(w, "i32") for w in self._load_w(sb)] + self._load_params(sb)]
 
     def _load_w(self, sb: str) -> list[str]:
-        """The 16 bytes of this warp's superblock `sb` for each of its n8 tiles (64 bytes a superblock
+        """The 16 bytes of this warp's superblock `sb` for each of its n8 tiles (a 64-byte chunk per
         row); past the last superblock it rereads the last one (A is zero there)."""
         e = self.e
-        sb = e.op(f"arith.minui {sb}, {e.i32(self.tiles - 1)} : i32")
-        off = gpu.i64(e, e.op(f"arith.shli {sb}, {e.const(6, 'i32')} : i32"))
+        sb = gpu.i64(e, e.op(f"arith.minui {sb}, {e.i32(self.tiles - 1)} : i32"))
+        full_tiles = e.op(f"arith.shli {sb}, {e.i64(10)} : i64")  # 16 chunks of 64 bytes
         words = []
-        for _, row in self.w_rows:
+        for _, row, stride in self.w_rows:
+            off = full_tiles if stride is None else e.op(f"arith.muli {sb}, {stride} : i64")
             words += gpu.load_streaming_16(e, gpu.gep(e, row, off, gpu.GLOBAL), self.policy)
         return words
 

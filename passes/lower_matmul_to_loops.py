@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from lowbit.dialects.lowbit import MATMUL_OP
 from lowbit.formats import format_of
-from lowbit.layout import layout_of
+from lowbit.layout import TILE_ROWS, layout_of
 
 from .base import ModulePass, RewritePattern, replace_with_func
 from .emitters.decode import decode, dequantize, extract_code
@@ -79,23 +79,35 @@ def emit_matmul_loops(cfg: dict, types: dict) -> str:
     return e.text()
 
 
-def _stored_position(e: Emitter, layout, k: str) -> str:
-    """Where logical element k sits in a stored [N, Kpad] row (see lowbit.layout)."""
-    SB = layout.superblock
+def _stored_place(e: Emitter, layout, N: int, K: int, n: str, k: str) -> tuple[str, str]:
+    """(row, element) of the stored [N, Kpad] tensor that holds logical W[n, k] (see lowbit.layout):
+    the element's place inside its superblock chunk, and the chunk's place in its tile of rows."""
+    SB, S = layout.superblock, layout.padded(K) // layout.superblock
     table = e.const(f"dense<[{', '.join(map(str, layout.inverse))}]>", f"vector<{SB}xindex>")
     sb = e.const(SB, "index")
-    base = e.op(f"arith.muli {e.op(f'arith.divui {k}, {sb} : index')}, {sb} : index")
+    s = e.op(f"arith.divui {k}, {sb} : index", "s")
     offset = e.op(f"vector.extract {table}[{e.op(f'arith.remui {k}, {sb} : index')}] : index from vector<{SB}xindex>")
-    return e.op(f"arith.addi {base}, {offset} : index", "pos")
+    tile_rows = e.const(TILE_ROWS, "index")
+    t = e.op(f"arith.divui {n}, {tile_rows} : index")
+    i = e.op(f"arith.remui {n}, {tile_rows} : index")
+    in_full = e.op(f"arith.cmpi ult, {n}, {e.const(N // TILE_ROWS * TILE_ROWS, 'index')} : index")
+    r = e.op(f"arith.select {in_full}, {tile_rows}, {e.const(N % TILE_ROWS or TILE_ROWS, 'index')} : index")
+    tile_start = e.op(f"arith.muli {t}, {e.const(TILE_ROWS * S, 'index')} : index")
+    in_tile = e.op(f"arith.addi {e.op(f'arith.muli {s}, {r} : index')}, {i} : index")
+    chunk = e.op(f"arith.addi {tile_start}, {in_tile} : index")
+    s_count = e.const(S, "index")
+    row = e.op(f"arith.divui {chunk}, {s_count} : index", "row")
+    base = e.op(f"arith.muli {e.op(f'arith.remui {chunk}, {s_count} : index')}, {sb} : index")
+    return row, e.op(f"arith.addi {base}, {offset} : index", "pos")
 
 
 def _emit_weight(e: Emitter, cfg, fmt, types, n: str, k: str, G: int, w_ty: str) -> str:
     """Decoded, scaled and zeroed W[n, k] as `w_ty`."""
-    pos = _stored_position(e, layout_of(fmt.bits, cfg["A_dtype"]), k)
+    row, pos = _stored_place(e, layout_of(fmt.bits, cfg["A_dtype"]), cfg["N"], cfg["K"], n, k)
     if fmt.packed:
-        w = decode(e, _packed_code(e, "%w", types["w"], n, pos, fmt.bits), cfg["W_dtype"], w_ty)
+        w = decode(e, _packed_code(e, "%w", types["w"], row, pos, fmt.bits), cfg["W_dtype"], w_ty)
     else:
-        raw = _load(e, "%w", types["w"], f"{n}, {pos}", "w")
+        raw = _load(e, "%w", types["w"], f"{row}, {pos}", "w")
         w = raw if mlir_type(cfg["W_dtype"]) == w_ty else _convert(e, raw, mlir_type(cfg["W_dtype"]), w_ty)
     if not cfg["with_scaling"]:
         return w

@@ -11,6 +11,12 @@ straight into mma B fragments with A in its natural order:
   order: (e0, e4), (e1, e5), ... for int4);
 - register r of the thread covers mma step r // 2; its fragment position is the logical k
   KS * (r // 2) + (KS / 2) * (r % 2) + PR * q + h, with KS the mma's k (16 or 32).
+
+Every superblock row chunk is 64 bytes. The chunks are tiled over rows: the TILE_ROWS rows of tile
+t = n // TILE_ROWS keep their region of the [N, Kpad] tensor, but store it superblock by superblock,
+chunk (n, s) at chunk index TILE_ROWS * t * S + s * r + n % TILE_ROWS of the whole tensor (S
+superblocks per row, r rows in the tile: TILE_ROWS except in a last, partial tile). A kernel's warp
+then reads 512 or 1024 contiguous bytes per superblock instead of 64-byte pieces of 8-16 rows.
 """
 from __future__ import annotations
 
@@ -18,6 +24,8 @@ import functools
 from dataclasses import dataclass
 
 import torch
+
+TILE_ROWS = 16  # rows of W whose superblock chunks are stored together
 
 
 @dataclass(frozen=True)
@@ -86,6 +94,24 @@ def layout_of(bits: int, A_dtype: str) -> WeightLayout:
     return WeightLayout(bits, A_dtype == "int8")
 
 
+def tiled_chunk(n: int, s: int, N: int, S: int) -> int:
+    """Chunk index (in 64-byte superblock chunks from the tensor's start) of row n's superblock s."""
+    t, i = divmod(n, TILE_ROWS)
+    r = min(TILE_ROWS, N - TILE_ROWS * t)
+    return TILE_ROWS * t * S + s * r + i
+
+
+def _chunk_order(N: int, S: int) -> torch.Tensor:
+    """For each stored chunk position, the (n * S + s) chunk that goes there."""
+    order = torch.empty(N * S, dtype=torch.long)
+    rows = torch.arange(N).repeat_interleave(S)
+    sbs = torch.arange(S).repeat(N)
+    t, i = rows // TILE_ROWS, rows % TILE_ROWS
+    r = torch.clamp(N - TILE_ROWS * t, max=TILE_ROWS)
+    order[TILE_ROWS * t * S + sbs * r + i] = rows * S + sbs
+    return order
+
+
 def to_kernel_order(values: torch.Tensor, layout: WeightLayout) -> torch.Tensor:
     """[N, K] logical values or codes -> [N, Kpad] in stored order (padding holds zeros)."""
     N, K = values.shape
@@ -93,7 +119,8 @@ def to_kernel_order(values: torch.Tensor, layout: WeightLayout) -> torch.Tensor:
     padded = torch.zeros((N, Kp), dtype=values.dtype, device=values.device)
     padded[:, :K] = values
     perm = torch.tensor(layout.permutation, device=values.device)
-    return padded.view(N, Kp // SB, SB)[:, :, perm].reshape(N, Kp)
+    chunks = padded.view(N * (Kp // SB), SB)[:, perm]
+    return chunks[_chunk_order(N, Kp // SB).to(values.device)].reshape(N, Kp)
 
 
 def from_kernel_order(stored: torch.Tensor, layout: WeightLayout, K: int) -> torch.Tensor:
@@ -101,4 +128,6 @@ def from_kernel_order(stored: torch.Tensor, layout: WeightLayout, K: int) -> tor
     N, Kp = stored.shape
     SB = layout.superblock
     inv = torch.tensor(layout.inverse, device=stored.device)
-    return stored.view(N, Kp // SB, SB)[:, :, inv].reshape(N, Kp)[:, :K]
+    chunks = torch.empty((N * (Kp // SB), SB), dtype=stored.dtype, device=stored.device)
+    chunks[_chunk_order(N, Kp // SB).to(stored.device)] = stored.reshape(N * (Kp // SB), SB)
+    return chunks[:, inv].reshape(N, Kp)[:, :K]

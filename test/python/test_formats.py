@@ -511,3 +511,26 @@ def test_quantize_rejects_bad_arguments():
         F.quantize(weight, 'uint4', with_zeros=True, zeros_mode='bogus')
     with pytest.raises(TypeError):
         F.quantize(weight.to(torch.int32), 'int4')
+
+
+@pytest.mark.parametrize("N,K,bits", [(16, 256, 4), (40, 384, 4), (5, 128, 2), (33, 64, 8), (24, 96, 16)])
+def test_kernel_order_tiles_rows(N, K, bits, rng):
+    """to_kernel_order stores each 16-row tile superblock by superblock (a kernel's warp reads 512-1024
+    contiguous bytes), and from_kernel_order inverts it exactly, partial last tiles included."""
+    from lowbit.layout import TILE_ROWS, from_kernel_order, layout_of, to_kernel_order
+
+    layout = layout_of(bits, "float16")
+    values = torch.randint(0, 1 << min(bits, 8), (N, K), generator=rng)
+    stored = to_kernel_order(values, layout)
+    assert torch.equal(from_kernel_order(stored, layout, K), values)
+    SB, S = layout.superblock, layout.padded(K) // layout.superblock
+    chunks = stored.reshape(N * S, SB)
+    perm = torch.tensor(layout.permutation)
+    padded = torch.zeros(N, S * SB, dtype=values.dtype)
+    padded[:, :K] = values
+    for n in range(N):
+        t, i = divmod(n, TILE_ROWS)
+        r = min(TILE_ROWS, N - TILE_ROWS * t)
+        for s in range(S):  # chunk (n, s) sits at TILE_ROWS * t * S + s * r + i, its elements permuted
+            want = padded[n, s * SB:(s + 1) * SB][perm]
+            assert torch.equal(chunks[TILE_ROWS * t * S + s * r + i], want), (n, s)

@@ -215,3 +215,25 @@ def test_split_k_in_cuda_graph(rng, seed):
         graph.replay()
         torch.cuda.synchronize()
         assert_close(out, inp.reference(), "float16", "float32", cfg.K, msg=f"replay {replay} seed={seed}")
+
+
+TILE_CASES = [
+    dict(W_dtype="int4", with_scaling=True, group_size=128),
+    dict(W_dtype="uint4", with_scaling=True, with_zeros=True, group_size=64, zeros_mode="original"),
+    dict(W_dtype="int2", A_dtype="int8", accum_dtype="int32", out_dtype="int32"),
+    dict(W_dtype="float16"),
+]
+
+
+@pytest.mark.parametrize("N", [8, 44, 392])
+@pytest.mark.parametrize("fields", TILE_CASES, ids=[f["W_dtype"] for f in TILE_CASES])
+def test_partial_row_tile(fields, N, rng, seed):
+    """Weights are stored in tiles of 16 rows (lowbit.layout); N not a multiple of 16 leaves a last tile
+    of N % 16 rows with its own superblock stride. The decode kernels (m <= 16) read it right."""
+    cfg = MatmulConfig(M=[1, 16], N=N, K=512, **fields)
+    op = Matmul(cfg)
+    for m in (1, 5, 16):
+        inp = random_matmul_inputs(cfg, m, "cuda", rng, op=op)
+        out = _poisoned((m, N), cfg.out_dtype, "cuda")
+        inp.run(op, output=out)
+        assert_close(out, inp.reference(), cfg.out_dtype, cfg.accum_dtype, cfg.K, msg=f"{fields} N={N} m={m} seed={seed}")

@@ -2,7 +2,8 @@
 
 // Inputs are the frontend's IR (lowbit.frontend.matmul_module). The pass replaces each lowbit.matmul by a
 // call of a generated loop nest: per column n it decodes the weight row (stored in the kernel's permuted,
-// LSB-first packed layout) into a scratch buffer, then takes a dot product with each row of A.
+// LSB-first packed layout, its 64-byte superblock chunks tiled over 16 rows) into a scratch buffer, then
+// takes a dot product with each row of A.
 
 // uint4, group 128, scale and 'original' zeros: (w - zeros[n, g]) * scale[n, g].
 // CHECK-LABEL: func.func @uint4_g128_zeros(
@@ -13,7 +14,11 @@
 // CHECK:         scf.for %[[N:[a-z0-9_]+]] = %{{.*}} to %{{.*}} step
 // CHECK:           scf.for %[[K:[a-z0-9_]+]] = %{{.*}} to %{{.*}} step
 // CHECK:             vector.extract %{{.*}}[%{{.*}}] : index from vector<128xindex>
-// CHECK:             %[[BYTE:[a-z0-9_]+]] = memref.load %[[W]][%[[N]], %{{.*}}] : memref<64x128xi8>
+// the chunk of (n, superblock s) in the tile of rows 16 (n / 16) .. : 16 * 2 * (n / 16) + 16 s + n % 16
+// CHECK:             arith.divui %[[N]], %[[SIXTEEN:[a-z0-9_]+]] : index
+// CHECK:             arith.remui %[[N]], %[[SIXTEEN]] : index
+// CHECK:             %[[ROWW:[a-z0-9_]+]] = arith.divui %{{.*}}, %{{.*}} : index
+// CHECK:             %[[BYTE:[a-z0-9_]+]] = memref.load %[[W]][%[[ROWW]], %{{.*}}] : memref<64x128xi8>
 // CHECK:             %[[SHIFTED:[a-z0-9_]+]] = arith.shrui %[[BYTE]], %{{.*}} : i8
 // CHECK:             %[[MASK:[a-z0-9_]+]] = arith.constant 15 : i8
 // CHECK:             %[[CODE:[a-z0-9_]+]] = arith.andi %[[SHIFTED]], %[[MASK]] : i8
