@@ -109,7 +109,7 @@ def matmul_schedule(cfg, bucket: int, target: str, **overrides) -> MatmulSchedul
     if bucket <= 8:  # measured best of the sweeps in docs/perf-notes.md
         block_m, warp_n_tiles, warps_k, prefetch = 8, 2, 4, 2
     elif bucket <= 16:  # 16 rows of A: wide blocks (less A per weight byte), K split over 4 blocks
-        block_m, warp_n_tiles, warps_k, prefetch, stages = 16, 4, 1, 2, 2
+        block_m, warp_n_tiles, warps_k, prefetch = 16, 4, 1, 2
         split_k = max(1, min(4, -(-cfg.K // superblock) // 8))  # at least 8 superblocks a split
     elif bucket <= 64:
         block_m, warp_n_tiles, warps_k, prefetch = (32 if bucket <= 32 else 64), 2, 1, 1
