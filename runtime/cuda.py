@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ctypes
 import struct
+import threading
 
 import torch
 from cuda.bindings import driver
@@ -68,14 +69,20 @@ class CudaKernel:
                 # prefer the largest shared-memory carveout so that several such blocks fit on an SM
                 check(driver.cuFuncSetAttribute(self.function,
                                                 attr.CU_FUNC_ATTRIBUTE_PREFERRED_SHARED_MEMORY_CARVEOUT, 100))
-        self._cu_launch = _libcuda_launch()  # once per kernel: a machine without a driver can import this module
-        self._handle = ctypes.c_void_p(int(self.function))
-        self._config = _LaunchConfig(0, 0, 0, threads, 1, 1, shared_bytes, None, None, 0)
+        # libcuda once per kernel (a machine without a driver can import this module); torch's current
+        # device and the current stream's handle without their Python layers
+        self._prepare_launch(int(self.function), _libcuda_launch(), torch._C._cuda_getDevice,
+                             torch._C._cuda_getCurrentRawStream)
+
+    def _prepare_launch(self, function: int, cu_launch, get_device, raw_stream) -> None:
+        """The launch state: `cu_launch` is cuLaunchKernelEx (a test may pass a stand-in)."""
+        self._cu_launch, self._get_device, self._raw_stream = cu_launch, get_device, raw_stream
+        self._handle = ctypes.c_void_p(function)
+        self._config = _LaunchConfig(0, 0, 0, self.threads, 1, 1, self.shared_bytes, None, None, 0)
         self._config_ref = ctypes.pointer(self._config)
         self._grid, self._stream = None, None
         self._n_args = -1
-        # torch.cuda.current_device() and the current stream's handle without their Python layers
-        self._get_device, self._raw_stream = torch._C._cuda_getDevice, torch._C._cuda_getCurrentRawStream
+        self._lock = threading.Lock()  # threads sharing the kernel take turns with its buffer and config
 
     def _param_buffer(self, n: int) -> None:
         """The n parameter slots, the array of their addresses the driver reads, and their packer."""
@@ -88,31 +95,27 @@ class CudaKernel:
 
     def launch(self, grid: tuple, args) -> None:
         """Launches on `grid` with `args`: device pointers, then i32 scalars (non-negative)."""
-        if len(args) != self._n_args:
-            self._param_buffer(len(args))
-        self._pack(self._slots, 0, *args)
-        config = self._config
-        if grid != self._grid:
-            config.grid_x, config.grid_y, config.grid_z = self._grid = grid
         if self._get_device() != self.index:  # the driver launches into the current context: make it the tensors' device's
             with torch.cuda.device(self.index):
-                self._launch(config)
-        else:
-            self._launch(config)
-
-    def _launch(self, config) -> None:
-        stream = self._raw_stream(self.index)
-        if stream != self._stream:
-            config.stream = self._stream = stream
-        err = self._cu_launch(self._config_ref, self._handle, self._params, None)
+                return self.launch(grid, args)
+        with self._lock:
+            if len(args) != self._n_args:
+                self._param_buffer(len(args))
+            self._pack(self._slots, 0, *args)
+            config = self._config
+            if grid != self._grid:
+                config.grid_x, config.grid_y, config.grid_z = self._grid = grid
+            stream = self._raw_stream(self.index)
+            if stream != self._stream:
+                config.stream = self._stream = stream
+            err = self._cu_launch(self._config_ref, self._handle, self._params, None)
         if err:
             check(driver.CUresult(err))
 
 
 def _libcuda_launch():
-    """libcuda's cuLaunchKernelEx through ctypes (the library cuda-python itself loaded). Called
-    holding the GIL (PyDLL): another thread can not refill a kernel's parameter buffer while the
-    driver reads it."""
+    """libcuda's cuLaunchKernelEx through ctypes (the library cuda-python itself loaded), called
+    holding the GIL (PyDLL): a launch takes microseconds, less than handing the GIL back and forth."""
     fn = ctypes.PyDLL("libcuda.so.1").cuLaunchKernelEx
     fn.argtypes = [ctypes.c_void_p] * 4
     fn.restype = ctypes.c_int

@@ -41,7 +41,7 @@ class Matmul:
                         TORCH_DTYPES[self._operands[name][1]] if name in self._operands else None)
                        for name in ("W", "scale", "zeros", "bias")]
         self._a_dtype, self._out_dtype = TORCH_DTYPES[config.A_dtype], TORCH_DTYPES[config.out_dtype]
-        self._last_a_shape, self._last_rows = None, None  # A's last shape, and its (m, output shape)
+        self._last_a = None  # (A's last shape, its m, its output shape)
 
     def __getstate__(self):  # kernels are rebuilt (or loaded from the cache) after unpickling
         return {**self.__dict__, "_kernels": {}, "_kernel_of_m": {}, "_last_weights": None}
@@ -126,14 +126,14 @@ class Matmul:
         cfg = self.config
         if not (isinstance(A, torch.Tensor) and A.dtype is self._a_dtype and A.is_contiguous()):
             check_tensor("A", A, cfg.A_dtype)
-        shape = A.shape
-        if shape == self._last_a_shape:  # a decode loop calls with one shape: checked and derived once
-            m, out_shape = self._last_rows
+        shape, last = A.shape, self._last_a
+        if last is not None and shape == last[0]:  # a decode loop calls with one shape: checked and derived once
+            m, out_shape = last[1], last[2]
         else:
             if A.dim() < 1 or shape[-1] != cfg.K:
                 raise ValueError(f"A must have shape [..., K={cfg.K}], got {list(shape)}")
-            m, out_shape = self._last_rows = (A.numel() // cfg.K if cfg.K else 0), (*shape[:-1], cfg.N)
-            self._last_a_shape = shape
+            m, out_shape = (A.numel() // cfg.K if cfg.K else 0), (*shape[:-1], cfg.N)
+            self._last_a = (shape, m, out_shape)  # one assignment: another thread sees all of it or none
         device = A.device
         weights, weight_ptrs = self._checked_weights(device, W, scale, zeros, bias)
         if output is None:

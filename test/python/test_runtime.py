@@ -57,3 +57,39 @@ def test_runtime_imports_without_mlir():
             "bad = [m for m in sys.modules if m == 'mlir' or m.startswith('mlir.')]; print(bad); assert not bad")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_launch_hands_the_driver_its_config_and_parameters():
+    """CudaKernel.launch with a stand-in cuLaunchKernelEx (no GPU): the CUlaunchConfig it passes holds the
+    grid, block, shared memory and current stream, the parameter array points at the pointers and the
+    i32 scalar, and a new grid, stream or argument list reaches the next launch."""
+    import ctypes
+
+    from lowbit.runtime.cuda import CudaKernel, _LaunchConfig
+
+    seen = []
+
+    def driver(config, function, params, extra):
+        c = ctypes.cast(config, ctypes.POINTER(_LaunchConfig)).contents
+        slots = ctypes.cast(params, ctypes.POINTER(ctypes.c_void_p * 4)).contents
+        values = [ctypes.c_uint64.from_address(slots[i]).value for i in range(3)]
+        values.append(ctypes.c_int32.from_address(slots[3]).value)
+        seen.append(((c.grid_x, c.grid_y, c.grid_z), (c.block_x, c.block_y, c.block_z), c.shared_bytes,
+                     c.stream, c.num_attrs, function, values, extra))
+        return 0
+
+    launch = ctypes.CFUNCTYPE(ctypes.c_int, *[ctypes.c_void_p] * 4)(driver)
+    streams, devices = [0x1110], []
+    kernel = CudaKernel.__new__(CudaKernel)
+    kernel.index, kernel.threads, kernel.shared_bytes = 0, 128, 4096
+    kernel._prepare_launch(0xABC0, launch, lambda: 0, lambda index: devices.append(index) or streams[-1])
+    kernel.launch((16, 2, 4), (1 << 40, 2 << 40, 3 << 40, 7))
+    kernel.launch((16, 2, 4), (1 << 40, 2 << 40, 3 << 40, 8))
+    streams.append(0x2220)
+    kernel.launch((16, 3, 4), (5 << 40, 6 << 40, 7 << 40, 9))
+    assert seen == [
+        ((16, 2, 4), (128, 1, 1), 4096, 0x1110, 0, 0xABC0, [1 << 40, 2 << 40, 3 << 40, 7], None),
+        ((16, 2, 4), (128, 1, 1), 4096, 0x1110, 0, 0xABC0, [1 << 40, 2 << 40, 3 << 40, 8], None),
+        ((16, 3, 4), (128, 1, 1), 4096, 0x2220, 0, 0xABC0, [5 << 40, 6 << 40, 7 << 40, 9], None),
+    ]
+    assert devices == [0, 0, 0]
