@@ -16,7 +16,7 @@ from lowbit.compiler.pipeline import CompileError, run_lowbit_passes, run_upstre
 from lowbit.compiler.schedule import THREADS, AttentionSchedule, MatmulSchedule, matmul_smem_bytes, split_words
 from lowbit.compiler.target import target_of
 from lowbit.dialects import make_context
-from lowbit.passes.lower_matmul_to_gpu import GPU_MODULE
+from lowbit.passes.lower_matmul_to_gpu import GPU_MODULE, SPLIT_OPERANDS
 
 GPU_STAGES = ("lowbit", "gpu", "llvm", "ptx")
 NVVM_PIPELINE = (
@@ -92,7 +92,7 @@ def compile_matmul(cfg, schedule: MatmulSchedule, target: str) -> KernelArtifact
     to_gpu(module, target)
     name = _kernel_name(module)
     ptx = to_ptx(to_llvm(module))
-    split = ["ws", "locks"] if schedule.split_k > 1 else []
+    split = list(SPLIT_OPERANDS) if schedule.split_k > 1 else []
     params = list(matmul_shapes(cfg)) + split + ["m"]
     meta = {"kernel": name, "threads": THREADS, "grid_x": -(-cfg.N // schedule.block_n),
             "block_m": schedule.block_m, "split_k": schedule.split_k, "split_words": split_words(schedule),

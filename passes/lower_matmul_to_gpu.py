@@ -21,7 +21,7 @@ from dataclasses import MISSING, fields
 from lowbit.compiler.schedule import THREADS, MatmulSchedule, a_tile_bytes, matmul_smem_bytes, split_words
 from lowbit.dialects.lowbit import MATMUL_OP
 from lowbit.formats import format_of
-from lowbit.layout import TILE_ROWS, layout_of
+from lowbit.layout import CHUNK_BYTES, TILE_ROWS, layout_of
 from mlir import ir
 
 from .base import ModulePass, RewritePattern, replace_with_launch, symbol_suffix
@@ -31,6 +31,7 @@ from .emitters.ir import Emitter, mlir_type, saturate_to_i8
 from .verify import verified_matmul
 
 GPU_MODULE = "lowbit_kernels"
+SPLIT_OPERANDS = ("ws", "locks")  # a K-split kernel's workspace and tile locks, after the tensors
 ELEM_BYTES = {"f16": 2, "f32": 4, "i8": 1, "i32": 4}
 
 
@@ -151,7 +152,7 @@ class MatmulKernel:
     def _wrap(self, body: str) -> str:
         self.name = "lowbit_matmul_" + symbol_suffix(body)
         body = body.replace("@SMEM_A", f"@{self.name}_smem").replace("@LUT", f"@{self.name}_lut")
-        split = ["ws", "locks"] if self.s.split_k > 1 else []
+        split = list(SPLIT_OPERANDS) if self.s.split_k > 1 else []
         params = ", ".join(f"%{name}: {gpu.GLOBAL}" for name in self.operands + split) + ", %m: i32"
         lut = ""
         if self.fmt.kind in TABLES and not self.int8:
@@ -231,16 +232,17 @@ class MatmulKernel:
         e, N = self.e, self.cfg["N"]
         n = self._n_col(nt)
         chunks_per_row = self.layout.padded(self.cfg["K"]) // self.SB
-        t = e.op(f"arith.shrui {n}, {e.i32(4)} : i32")
-        i = e.op(f"arith.andi {n}, {e.i32(TILE_ROWS - 1)} : i32")
+        t = e.op(f"arith.divui {n}, {e.i32(TILE_ROWS)} : i32")
+        i = e.op(f"arith.remui {n}, {e.i32(TILE_ROWS)} : i32")
         chunk = e.op(f"arith.addi {e.op(f'arith.muli {gpu.i64(e, t)}, {e.i64(TILE_ROWS * chunks_per_row)} : i64')}, "
                      f"{gpu.i64(e, i)} : i64")
-        off = e.op(f"arith.addi {e.op(f'arith.shli {chunk}, {e.i64(6)} : i64')}, "
+        off = e.op(f"arith.addi {e.op(f'arith.muli {chunk}, {e.i64(CHUNK_BYTES)} : i64')}, "
                    f"{gpu.i64(e, e.op(f'arith.shli {self.q}, {e.i32(4)} : i32'))} : i64")
-        stride = None  # N a multiple of the tile: 16 chunks (1 KB) from superblock to superblock
-        if N % TILE_ROWS:  # rows of the last, partial tile have N % 16 chunks per superblock
+        stride = None  # N a multiple of the tile: TILE_ROWS chunks from superblock to superblock
+        if N % TILE_ROWS:  # rows of the last, partial tile have N % TILE_ROWS chunks per superblock
             full = e.op(f"arith.cmpi ult, {n}, {e.i32(N // TILE_ROWS * TILE_ROWS)} : i32")
-            stride = e.op(f"arith.select {full}, {e.i64(TILE_ROWS * 64)}, {e.i64(N % TILE_ROWS * 64)} : i64")
+            stride = e.op(f"arith.select {full}, {e.i64(TILE_ROWS * CHUNK_BYTES)}, "
+                          f"{e.i64(N % TILE_ROWS * CHUNK_BYTES)} : i64")
         return n, gpu.gep(e, "%w", off, gpu.GLOBAL), stride
 
     def _superblocks(self, kt: str) -> list[str]:
@@ -261,10 +263,9 @@ class MatmulKernel:
         row); past the last superblock it rereads the last one (A is zero there)."""
         e = self.e
         sb = gpu.i64(e, e.op(f"arith.minui {sb}, {e.i32(self.tiles - 1)} : i32"))
-        full_tiles = e.op(f"arith.shli {sb}, {e.i64(10)} : i64")  # 16 chunks of 64 bytes
         words = []
         for _, row, stride in self.w_rows:
-            off = full_tiles if stride is None else e.op(f"arith.muli {sb}, {stride} : i64")
+            off = e.op(f"arith.muli {sb}, {stride or e.i64(TILE_ROWS * CHUNK_BYTES)} : i64")
             words += gpu.load_streaming_16(e, gpu.gep(e, row, off, gpu.GLOBAL), self.policy)
         return words
 

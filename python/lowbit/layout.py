@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import torch
 
 TILE_ROWS = 16  # rows of W whose superblock chunks are stored together
+CHUNK_BYTES = 64  # one row's superblock: 4 threads x 16 bytes, whatever the element width
 
 
 @dataclass(frozen=True)
@@ -92,13 +93,6 @@ class WeightLayout:
 
 def layout_of(bits: int, A_dtype: str) -> WeightLayout:
     return WeightLayout(bits, A_dtype == "int8")
-
-
-def tiled_chunk(n: int, s: int, N: int, S: int) -> int:
-    """Chunk index (in 64-byte superblock chunks from the tensor's start) of row n's superblock s."""
-    t, i = divmod(n, TILE_ROWS)
-    r = min(TILE_ROWS, N - TILE_ROWS * t)
-    return TILE_ROWS * t * S + s * r + i
 
 
 def _chunk_order(N: int, S: int) -> torch.Tensor:

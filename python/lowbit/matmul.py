@@ -181,7 +181,7 @@ class Matmul:
                     raise ValueError(f"{name} is required by this config")
                 check_tensor(name, t, self._operands[name][1], self._operands[name][0], device)
             weights.append(t)
-        ptrs = [t.data_ptr() for t in weights]
+        ptrs = list(map(_data_ptr, weights))
         if device.type == "cuda" and ptrs[0] & 15:  # 16-byte weight loads
             raise ValueError("W must start at a 16-byte aligned address for the GPU kernel "
                              "(got a view at an offset; call .clone() first)")
