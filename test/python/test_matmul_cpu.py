@@ -166,6 +166,23 @@ def test_matmul_matrix(case, rng, seed):
     _run_and_check(cfg, inp, f"{case.id} seed={seed}")
 
 
+PARTIAL_TILE_CASES = [
+    dict(W_dtype="int4", with_scaling=True, group_size=64),
+    dict(W_dtype="uint2", with_scaling=True, with_zeros=True, group_size=64, zeros_mode="quantized"),
+    dict(W_dtype="int8", A_dtype="int8", accum_dtype="int32", out_dtype="int32", layout="nn"),
+    dict(W_dtype="float16"),
+]
+
+
+@pytest.mark.parametrize("N", [8, 44])
+@pytest.mark.parametrize("fields", PARTIAL_TILE_CASES, ids=[f["W_dtype"] for f in PARTIAL_TILE_CASES])
+def test_partial_row_tile_cpu(fields, N, rng, seed):
+    """N not a multiple of the 16-row weight tile (lowbit.layout): the CPU loops read the last, partial
+    tile with its own superblock stride."""
+    cfg = MatmulConfig(M=[3], N=N, K=192, **fields)
+    _run_and_check(cfg, random_matmul_inputs(cfg, 3, "cpu", rng), f"{fields} N={N} seed={seed}")
+
+
 # ---------------------------------------------------------------------------------------- M handling
 
 DYN_CFG = dict(N=64, K=128, W_dtype="int4", with_scaling=True, group_size=32, with_bias=True)
