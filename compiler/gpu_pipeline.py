@@ -13,7 +13,7 @@ from mlir.dialects import gpu as gpu_dialect
 from lowbit import frontend
 from lowbit.shapes import matmul_shapes
 from lowbit.compiler.pipeline import CompileError, run_lowbit_passes, run_upstream
-from lowbit.compiler.schedule import THREADS, AttentionSchedule, MatmulSchedule, matmul_smem_bytes, split_words
+from lowbit.compiler.schedule import AttentionSchedule, MatmulSchedule, matmul_smem_bytes, split_words
 from lowbit.compiler.target import target_of
 from lowbit.dialects import make_context
 from lowbit.passes.lower_matmul_to_gpu import GPU_MODULE, SPLIT_OPERANDS
@@ -94,7 +94,7 @@ def compile_matmul(cfg, schedule: MatmulSchedule, target: str) -> KernelArtifact
     ptx = to_ptx(to_llvm(module))
     split = list(SPLIT_OPERANDS) if schedule.split_k > 1 else []
     params = list(matmul_shapes(cfg)) + split + ["m"]
-    meta = {"kernel": name, "threads": THREADS, "grid_x": -(-cfg.N // schedule.block_n),
+    meta = {"kernel": name, "threads": schedule.threads, "grid_x": -(-cfg.N // schedule.block_n),
             "block_m": schedule.block_m, "split_k": schedule.split_k, "split_words": split_words(schedule),
             "shared_bytes": matmul_smem_bytes(cfg, schedule), "params": params, "target": target}
     return KernelArtifact(ptx, meta)

@@ -25,6 +25,9 @@ class MatmulSchedule:
     a_smem: int = 1  # 1: A through shared memory (cp.async + ldmatrix); 0: fragments loaded from global (L1)
     split_k: int = 1  # blocks splitting K (grid z); the last block of a tile sums the partials in a fixed order
     k_unroll: int = 1  # superblocks each warp computes per iteration (more work per barrier for 8/16-bit W)
+    wgmma: int = 0  # 1 (sm_90a, float A): the warpgroup mma kernel, block_m activation rows as wgmma's n
+    warpgroups: int = 1  # wgmma: warpgroups of a block, each over its own weight rows, sharing the A stages
+    w_smem: int = 0  # wgmma: 1 copies each thread's weights into the shared-memory stages with A (cp.async)
 
     @property
     def warps_n(self) -> int:
@@ -32,12 +35,32 @@ class MatmulSchedule:
 
     @property
     def block_n(self) -> int:
+        if self.wgmma:
+            return 64 * self.m64_tiles * self.warpgroups
         return self.warps_n * 8 * self.warp_n_tiles
+
+    @property
+    def threads(self) -> int:
+        return THREADS * self.warpgroups
 
     def as_dict(self) -> dict:
         return asdict(self)
 
+    @property
+    def m64_tiles(self) -> int:
+        """wgmma: the 64-row weight tiles of a block (each warp holds 16 rows of each, two n8 tiles)."""
+        return self.warp_n_tiles // 2
+
     def check(self) -> None:
+        if self.wgmma not in (0, 1):
+            raise ValueError(f"schedule wgmma={self.wgmma} is not allowed; allowed: 0, 1")
+        if self.warpgroups not in (1, 2) or (self.warpgroups == 2 and not self.wgmma):
+            raise ValueError(f"schedule warpgroups={self.warpgroups} is not allowed; allowed: 1, or 2 with wgmma=1")
+        if self.w_smem not in (0, 1) or (self.w_smem and not self.wgmma):
+            raise ValueError(f"schedule w_smem={self.w_smem} is not allowed; allowed: 0, or 1 with wgmma=1")
+        if self.wgmma:
+            self._check_wgmma()
+            return
         if self.block_m not in (8, 16, 32, 64, 128):
             raise ValueError(f"schedule block_m={self.block_m} is not allowed; allowed: 8, 16, 32, 64, 128")
         if self.warp_n_tiles not in (1, 2, 4):
@@ -54,6 +77,27 @@ class MatmulSchedule:
             raise ValueError(f"schedule split_k={self.split_k} is not allowed; allowed: 1, 2, 3, 4, 6, 8, 12, 16")
         if self.w_prefetch not in (1, 2, 3, 4, 6, 8):
             raise ValueError(f"schedule w_prefetch={self.w_prefetch} is not allowed; allowed: 1, 2, 3, 4, 6, 8")
+
+    def _check_wgmma(self) -> None:
+        """The warpgroup kernel: the 4 warps are one warpgroup over block_n = 64 * m64_tiles weight rows
+        and block_m activation rows, every thread holding m64_tiles * block_m / 2 f32 accumulators."""
+        fixed = {"warps_k": 1, "split_k": 1, "a_smem": 1}
+        wrong = {k: getattr(self, k) for k, v in fixed.items() if getattr(self, k) != v}
+        if wrong:
+            raise ValueError(f"schedule wgmma=1 needs {fixed}, got {wrong}")
+        if self.warp_n_tiles not in (2, 4):
+            raise ValueError(f"schedule warp_n_tiles={self.warp_n_tiles} is not allowed with wgmma=1; allowed: 2, 4")
+        if self.block_m not in (64, 128, 256) or self.m64_tiles * self.block_m // 2 > 128:
+            raise ValueError(f"schedule block_m={self.block_m} is not allowed with wgmma=1 and warp_n_tiles="
+                             f"{self.warp_n_tiles}; allowed: 64, 128{', 256' if self.m64_tiles == 1 else ''} "
+                             f"(at most 128 accumulators a thread)")
+        if self.stages not in (3, 4, 5, 6):
+            raise ValueError(f"schedule stages={self.stages} is not allowed with wgmma=1; allowed: 3, 4, 5, 6 "
+                             f"(the stage an iteration refills is read by the wgmmas of the one before it)")
+        if self.k_unroll not in (1, 2, 4, 8):
+            raise ValueError(f"schedule k_unroll={self.k_unroll} is not allowed; allowed: 1, 2, 4, 8")
+        if self.w_prefetch not in (1, 2, 3, 4):
+            raise ValueError(f"schedule w_prefetch={self.w_prefetch} is not allowed with wgmma=1; allowed: 1, 2, 3, 4")
 
 
 def param_words(cfg, warp_n_tiles: int) -> int:
@@ -81,17 +125,27 @@ def split_words(sched: MatmulSchedule) -> int:
 def matmul_smem_bytes(cfg, sched: MatmulSchedule) -> int:
     """Dynamic shared memory of a matmul kernel: the A stages, reused after the loop for the K-split
     warps' partial sums (and the split flag)."""
+    if sched.wgmma:  # the stages, 1 KB-aligned at run time (the swizzle's atoms), reused for the output tile
+        out_tile = sched.block_m * (sched.block_n * (4 if cfg.out_dtype in ("float32", "int32") else 2) + 16)
+        return max(sched.stages * wgmma_stage_bytes(cfg, sched), out_tile) + 1024
     reduce_bytes = (sched.warps_k - 1) * sched.warps_n * accumulator_values(sched) * 32 * 4
     stages = sched.stages * a_tile_bytes(cfg, sched.block_m, sched.warps_k, sched.k_unroll) if sched.a_smem else 16
     return max(stages, reduce_bytes, 16)
 
 
-def a_tile_bytes(cfg, block_m: int, warps_k: int = 1, k_unroll: int = 1) -> int:
+def wgmma_stage_bytes(cfg, sched: MatmulSchedule) -> int:
+    """One stage of the wgmma kernel: the swizzled A tile, then (w_smem) 16 bytes per thread, n8 tile and
+    superblock of weights."""
+    w = sched.threads * sched.k_unroll * sched.warp_n_tiles * 16 if sched.w_smem else 0
+    return a_tile_bytes(cfg, sched.block_m, 1, sched.k_unroll, swizzled=True) + w
+
+
+def a_tile_bytes(cfg, block_m: int, warps_k: int = 1, k_unroll: int = 1, swizzled: bool = False) -> int:
     """Shared memory of one stage of the A tile: block_m rows of warps_k * k_unroll superblocks, rows
-    padded by 16 bytes."""
+    padded by 16 bytes (or, swizzled for wgmma, unpadded)."""
     sb = layout_of(format_of(cfg.W_dtype).bits, cfg.A_dtype).superblock
     abytes = 1 if cfg.A_dtype == "int8" else 2
-    return block_m * (warps_k * k_unroll * sb * abytes + 16)
+    return block_m * (warps_k * k_unroll * sb * abytes + (0 if swizzled else 16))
 
 
 def matmul_schedule(cfg, bucket: int, target: str, **overrides) -> MatmulSchedule:
@@ -102,7 +156,8 @@ def matmul_schedule(cfg, bucket: int, target: str, **overrides) -> MatmulSchedul
     thread. m <= 16: 128 columns a block (the 16 rows of A are read once per 128 weight columns) and
     K split over up to 4 blocks to keep the block count up. Up to 64 rows: 32 or 64 rows x 64 columns;
     more: 64 or (above 256 rows) 128 rows x 128 columns, 8- and 16-bit weights 128 k per iteration,
-    with as many A stages as 48 KB of shared memory holds.
+    with as many A stages as 48 KB of shared memory holds. Above 256 rows on sm_90a with float A: the
+    warpgroup (wgmma) kernel, see wgmma_schedule.
     """
     superblock = layout_of(format_of(cfg.W_dtype).bits, cfg.A_dtype).superblock
     split_k, stages = 1, 3  # stages: at most this many, as shared memory allows
@@ -139,9 +194,20 @@ def matmul_schedule(cfg, bucket: int, target: str, **overrides) -> MatmulSchedul
     unknown = set(overrides) - {f.name for f in fields(MatmulSchedule)}
     if unknown:
         raise ValueError(f"unknown schedule fields {sorted(unknown)}; allowed: {[f.name for f in fields(MatmulSchedule)]}")
-    sched = replace(MatmulSchedule(block_m, warp_n_tiles, stages, warps_k, prefetch, a_smem, split_k, k_unroll),
-                    **overrides)
+    # above 256 rows on sm_90a (float A): the warpgroup kernel; wgmma=1 asks for its defaults at any m
+    wgmma = overrides.get("wgmma", int(bucket > 256 and not wgmma_allowed(cfg, target)))
+    if wgmma == 1:
+        why_not = wgmma_allowed(cfg, target)
+        if why_not:
+            raise ValueError(f"schedule wgmma=1 is not possible here: {why_not}")
+        sched = wgmma_schedule(cfg)
+    else:
+        sched = MatmulSchedule(block_m, warp_n_tiles, stages, warps_k, prefetch, a_smem, split_k, k_unroll)
+    sched = replace(sched, **overrides)
     sched.check()
+    if sched.wgmma and a_tile_bytes(cfg, 1, 1, sched.k_unroll, swizzled=True) % 128:
+        raise ValueError(f"schedule wgmma=1 is not possible here: k_unroll={sched.k_unroll} superblocks of {superblock} k "
+                         f"are not a whole number of 64-k swizzle columns; allowed: k_unroll >= {64 // superblock}")
     limit = SHARED_OPTIN.get(target, SHARED_LIMIT)
     if matmul_smem_bytes(cfg, sched) > limit:
         raise ValueError(f"schedule {sched} needs {matmul_smem_bytes(cfg, sched)} bytes of shared memory, more "
@@ -149,6 +215,39 @@ def matmul_schedule(cfg, bucket: int, target: str, **overrides) -> MatmulSchedul
     if not sched.a_smem and cfg.K % (4 if cfg.A_dtype == "int8" else 2):
         raise ValueError(f"schedule a_smem=0 loads A 4 bytes at a time and needs K={cfg.K} to be a multiple of "
                          f"{4 if cfg.A_dtype == 'int8' else 2}")
+    return sched
+
+
+def wgmma_allowed(cfg, target: str) -> str:
+    """'' when the warpgroup mma kernel can run `cfg` on `target`, else why not."""
+    if target != "sm_90a":
+        return f"wgmma needs target sm_90a, not {target}"
+    if cfg.A_dtype != "float16":
+        return f"the wgmma kernel takes A_dtype float16, not {cfg.A_dtype}"
+    if cfg.K % 8:
+        return f"the wgmma kernel copies A in 16-byte pieces and needs K % 8 == 0 (K={cfg.K})"
+    return ""
+
+
+def wgmma_schedule(cfg) -> MatmulSchedule:
+    """The default warpgroup schedule (sm_90a prefill), measured on the H100 (docs/perf-notes.md):
+    128 activation rows a block, 64-128 k an iteration (one or two superblocks).
+    - Packed weights go straight to registers; two warpgroups (256 weight rows) share 4 A stages
+      where shared memory holds them (4- and 8-bit weights), else one warpgroup (128 weight rows) and
+      three stages, two blocks an SM.
+    - 16-bit weights, which need no decoding, travel through the shared-memory stages (w_smem), one
+      warpgroup, three stages.
+    - Many group parameters (1- and 2-bit weights in small groups) halve the weight rows."""
+    bits = format_of(cfg.W_dtype).bits
+    superblock = layout_of(bits, cfg.A_dtype).superblock
+    sched = MatmulSchedule(block_m=128, warp_n_tiles=4, stages=3, w_prefetch=1, k_unroll=max(1, 64 // superblock),
+                           wgmma=1, w_smem=int(bits == 16))
+    if bits < 16 and matmul_smem_bytes(cfg, replace(sched, warpgroups=2, stages=4)) <= SHARED_OPTIN["sm_90a"]:
+        sched = replace(sched, warpgroups=2, stages=4)
+    if param_words(cfg, 4) >= 2 * PARAM_REGISTERS:
+        sched = replace(sched, warp_n_tiles=2)
+    while matmul_smem_bytes(cfg, sched) > SHARED_OPTIN["sm_90a"]:  # 1- and 2-bit weights: 256-512 k a superblock
+        sched = replace(sched, stages=sched.stages - 1) if sched.stages > 3 else replace(sched, block_m=sched.block_m // 2)
     return sched
 
 

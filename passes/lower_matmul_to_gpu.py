@@ -18,7 +18,8 @@ import itertools
 import math
 from dataclasses import MISSING, fields
 
-from lowbit.compiler.schedule import THREADS, MatmulSchedule, a_tile_bytes, matmul_smem_bytes, split_words
+from lowbit.compiler.schedule import (THREADS, MatmulSchedule, a_tile_bytes, matmul_smem_bytes, split_words,
+                                      wgmma_stage_bytes)
 from lowbit.dialects.lowbit import MATMUL_OP
 from lowbit.formats import format_of
 from lowbit.layout import CHUNK_BYTES, TILE_ROWS, layout_of
@@ -31,6 +32,7 @@ from .emitters.ir import Emitter, mlir_type, saturate_to_i8
 from .verify import verified_matmul
 
 GPU_MODULE = "lowbit_kernels"
+RASTER_ROWS = 16  # wgmma kernel: row tiles of a group of blocks taken together (see WgmmaKernel._block_tile)
 SPLIT_OPERANDS = ("ws", "locks")  # a K-split kernel's workspace and tile locks, after the tensors
 ELEM_BYTES = {"f16": 2, "f32": 4, "i8": 1, "i32": 4}
 
@@ -160,7 +162,7 @@ class MatmulKernel:
         return (
             f"    {gpu.dynamic_shared_global(self.name + '_smem')}\n"
             f"{lut}"
-            f"    gpu.func @{self.name}({params}) kernel attributes {{known_block_size = array<i32: {THREADS}, 1, 1>}} {{\n"
+            f"    gpu.func @{self.name}({params}) kernel attributes {{known_block_size = array<i32: {self.s.threads}, 1, 1>}} {{\n"
             f"{body}\n      gpu.return\n    }}"
         )
 
@@ -168,7 +170,7 @@ class MatmulKernel:
     def _ids(self):
         e, s = self.e, self.s
         self.tid = gpu.special_reg(e, "gpu.thread_id x")
-        bx, by = gpu.special_reg(e, "gpu.block_id x"), gpu.special_reg(e, "gpu.block_id y")
+        bx, by = self._block_tile()
         self.k_first = e.i32(0)  # the first block iteration of this block's K split
         if s.split_k > 1:
             grid_x = gpu.special_reg(e, "gpu.grid_dim x")
@@ -205,6 +207,10 @@ class MatmulKernel:
             ldm = e.op(f"arith.addi {ldm}, {e.op(f'arith.shli {second}, {e.i32(5)} : i32')} : i32")
         # each K-split warp reads its own superblock of the stage
         self.ldm_offset = e.op(f"arith.addi {ldm}, {e.op(f'arith.muli {self.kw}, {e.i32(self.U * self.SB * self.abytes)} : i32')} : i32")
+
+    def _block_tile(self) -> tuple[str, str]:
+        """(column tile, row tile) of this block: the grid's x and y."""
+        return gpu.special_reg(self.e, "gpu.block_id x"), gpu.special_reg(self.e, "gpu.block_id y")
 
     def _fill_lut(self):
         """The 16-entry decode table of nf4 / fp4 into shared memory (every thread writes one entry)."""
@@ -305,9 +311,7 @@ class MatmulKernel:
         src_off = e.op(f"arith.muli {elem}, {e.const(self.abytes, 'i64')} : i64")
         src_off = e.op(f"arith.select {valid}, {src_off}, {e.const(0, 'i64')} : i64")
         src = gpu.gep(e, "%a", src_off, gpu.GLOBAL)
-        dst_off = e.op(f"arith.addi {stage_base}, {e.op(f'arith.muli {row}, {e.i32(self.row_bytes)} : i32')} : i32")
-        dst_off = e.op(f"arith.addi {dst_off}, {e.op(f'arith.muli {col}, {e.i32(self.abytes)} : i32')} : i32")
-        dst = gpu.gep(e, self.smem, dst_off, gpu.SHARED, "i32")
+        dst = gpu.gep(e, self.smem, e.op(f"arith.addi {stage_base}, {self._a_offset(row, col)} : i32"), gpu.SHARED, "i32")
         if self.a_vector:
             size = e.op(f"arith.select {valid}, {e.const(16, 'i32')}, {e.const(0, 'i32')} : i32")
             gpu.cp_async_16(e, dst, src, size)
@@ -316,6 +320,12 @@ class MatmulKernel:
             v = gpu.load(e, src, a_ty)
             v = e.op(f"arith.select {valid}, {v}, {e.const(0 if self.int8 else 0.0, a_ty)} : {a_ty}")
             gpu.store(e, v, dst, a_ty, gpu.SHARED)
+
+    def _a_offset(self, row: str, col: str) -> str:
+        """Byte offset of A element (row, col) inside a stage: rows padded for conflict-free ldmatrix."""
+        e = self.e
+        return e.op(f"arith.addi {e.op(f'arith.muli {row}, {e.i32(self.row_bytes)} : i32')}, "
+                    f"{e.op(f'arith.muli {col}, {e.i32(self.abytes)} : i32')} : i32")
 
     def _load_params(self, sb: str) -> list[tuple[str, str]]:
         """Issues the loads of the scale and zero of each n8 tile and group of superblock `sb`: the
@@ -677,6 +687,307 @@ class MatmulKernel:
         return f if out_ty == "f32" else e.op(f"arith.truncf {f} : f32 to f16")
 
 
+class WgmmaKernel(MatmulKernel):
+    """The sm_90a prefill kernel: the block's 4 warps form one warpgroup that computes block_n =
+    64 * m64_tiles weight rows x block_m activation rows with wgmma.mma_async m64 n(block_m) k16.
+
+    The operands are swapped as in the decode blocks: the weights are wgmma's A, decoded (and scaled) in
+    registers straight into its fragments (warp w holds rows 16 w .. 16 w + 15 of each 64-row tile, which
+    are two n8 tiles of the stored layout); the activations are its B, copied with cp.async into
+    shared-memory stages of 128-byte rows under the 128-byte swizzle and read by descriptor. Per
+    iteration: wait for the stage and make it visible to the async proxy, refill the stage the previous
+    iteration read, then per k16 step decode, fence, issue one wgmma per 64-row tile and commit, keeping
+    one group in flight; all groups are waited for before the next iteration's barrier, so that a stage is
+    refilled only when no wgmma reads it. Accumulates in f32."""
+
+    def __init__(self, cfg: dict, sched: MatmulSchedule, operands: list[str]):
+        super().__init__(cfg, sched, operands)
+        self.acc_kind = "f16.f32"
+        self.scale_after = False
+        self.a_bytes = a_tile_bytes(_Cfg(cfg), sched.block_m, 1, sched.k_unroll, swizzled=True)
+        self.stage_bytes = wgmma_stage_bytes(_Cfg(cfg), sched)
+        self.column_block = sched.block_m * gpu.SWIZZLE_BYTES  # one 64-k column of the stage's rows
+
+    def emit(self) -> str:
+        e = self.e = Emitter(indent=6)
+        s = self.s
+        self._ids()
+        if self.fmt.kind in TABLES:
+            self._fill_lut()
+        self.w_rows = [self._w_row(nt) for nt in range(s.warp_n_tiles)]
+        self.policy = gpu.evict_first_policy(e)
+        self._aligned_stages()
+        self._a_copier()
+        for st in range(s.stages - 2):
+            self._copy_a(self._iteration(st), e.i32(st * self.stage_bytes))
+            gpu.cp_async_commit(e)
+        depth = s.w_prefetch
+        ring = [self._load_stage(self._iteration(i)) for i in range(depth)]
+        stage_types = [ty for _, ty in ring[0]]
+        per_set = len(stage_types)
+        n_acc = s.m64_tiles * s.block_m // 2
+        refill = (s.stages - 2) * self.stage_bytes  # the stage of iteration kt + stages - 2 (= kt - 2)
+        carried = [(e.i32(0), "i32"), (e.i32(refill), "i32")] + [v for stage in ring for v in stage] + \
+            [(e.const(0.0, "f32"), "f32")] * n_acc
+        with e.for_loop(self.k_first, self._iteration(self.rounds), e.i32(depth), carried, hint="kt", ty="i32") as loop:
+            read_base, write_base = loop.args[:2]
+            sets = [loop.args[2 + i * per_set:2 + (i + 1) * per_set] for i in range(depth)]
+            accs = loop.args[2 + depth * per_set:]
+            refilled = []
+            for u in range(depth):
+                kt = e.op(f"arith.addi {loop.iv}, {e.i32(u)} : i32")
+                gpu.cp_async_wait(e, s.stages - 3)  # this iteration's stage has landed
+                gpu.fence_proxy_async_shared(e)
+                # ... for every thread; and every warp is past the first wgmma group of the previous
+                # iteration, so the wgmmas of the one before it, which read the stage refilled now, are done
+                gpu.barrier(e)
+                self._copy_a(e.op(f"arith.addi {kt}, {e.const(s.stages - 2, 'i32')} : i32"), write_base)
+                gpu.cp_async_commit(e)
+                refilled += [v for v, _ in self._load_stage(e.op(f"arith.addi {kt}, {e.i32(depth)} : i32"))]
+                accs = self._wgmma_iteration(kt, read_base, sets[u], accs)
+                read_base, write_base = (self._next_stage(b) for b in (read_base, write_base))
+            types = ["i32", "i32"] + stage_types * depth + ["f32"] * len(accs)
+            e.line(f"scf.yield {', '.join([read_base, write_base] + refilled + accs)} : {', '.join(types)}")
+        gpu.wgmma_wait(e, 0)
+        self._epilogue(loop.results[2 + depth * per_set:])
+        return self._wrap(e.text())
+
+    def _next_stage(self, base: str) -> str:
+        e = self.e
+        bumped = e.op(f"arith.addi {base}, {e.i32(self.stage_bytes)} : i32")
+        wrapped = e.op(f"arith.cmpi ugt, {bumped}, {e.i32((self.s.stages - 1) * self.stage_bytes)} : i32")
+        return e.op(f"arith.select {wrapped}, {e.i32(0)}, {bumped} : i32")
+
+    def _aligned_stages(self):
+        """Moves self.smem to the first 1 KB boundary of the dynamic shared memory (the launch adds 1 KB):
+        the swizzle pattern is a function of address bits 4-9."""
+        e = self.e
+        address = e.op(f"arith.trunci {e.op(f'llvm.ptrtoint {self.smem} : {gpu.SHARED} to i64')} : i64 to i32")
+        pad = e.op(f"arith.andi {e.op(f'arith.subi {e.i32(0)}, {address} : i32')}, {e.i32(gpu.SWIZZLE_ATOM - 1)} : i32")
+        self.smem = gpu.gep(e, self.smem, pad, gpu.SHARED, "i32")
+        self.smem_address = e.op(f"arith.addi {address}, {pad} : i32", "smem_at")
+
+    def _block_tile(self) -> tuple[str, str]:
+        """(column tile, row tile) of this block, the grid's blocks taken in groups of RASTER_ROWS row
+        tiles, row tile fastest: the blocks running at one time cover a squarish region of the output,
+        so that the weight and activation tiles they share are read from memory once and then from L2
+        (in grid order a wave would sweep all of W for a few row tiles)."""
+        e = self.e
+        grid_x, grid_y = (gpu.special_reg(e, f"gpu.grid_dim {d}") for d in ("x", "y"))
+        bx, by = super()._block_tile()
+        linear = e.op(f"arith.addi {e.op(f'arith.muli {by}, {grid_x} : i32')}, {bx} : i32")
+        per_group = e.op(f"arith.muli {grid_x}, {e.i32(RASTER_ROWS)} : i32")
+        group = e.op(f"arith.divui {linear}, {per_group} : i32")
+        first = e.op(f"arith.muli {group}, {e.i32(RASTER_ROWS)} : i32")
+        rows = e.op(f"arith.minui {e.op(f'arith.subi {grid_y}, {first} : i32')}, {e.i32(RASTER_ROWS)} : i32")
+        within = e.op(f"arith.remui {linear}, {per_group} : i32")
+        return (e.op(f"arith.divui {within}, {rows} : i32", "tn"),
+                e.op(f"arith.addi {first}, {e.op(f'arith.remui {within}, {rows} : i32')} : i32", "tm"))
+
+    def _ids(self):
+        super()._ids()
+        e = self.e
+        self.kw = e.i32(0)  # no K-split warps: every warp stores
+        # the first weight row of this warp: its warpgroup's 64 * m64_tiles rows, then 16 rows a warp
+        group = e.op(f"arith.shrui {self.warp}, {e.i32(2)} : i32", "wg")
+        in_group = e.op(f"arith.andi {self.warp}, {e.i32(3)} : i32")
+        first = e.op(f"arith.addi {e.op(f'arith.muli {group}, {e.i32(64 * self.s.m64_tiles)} : i32')}, "
+                     f"{e.op(f'arith.muli {in_group}, {e.i32(16)} : i32')} : i32")
+        self.n_in_block = first
+        self.n_warp = e.op(f"arith.addi {self.n_block}, {first} : i32", "nw")
+
+    def _n_col(self, nt: int) -> str:
+        """Row of W (output column) of this thread in n8 tile `nt`: tiles 2 j and 2 j + 1 are rows 0-7 and
+        8-15 of this warp's 16 in its warpgroup's 64-row tile j. Clamped inside N for loads."""
+        e = self.e
+        n = e.op(f"arith.addi {self.n_warp}, {e.i32(64 * (nt // 2) + 8 * (nt % 2))} : i32")
+        n = e.op(f"arith.addi {n}, {self.g} : i32", "n")
+        return e.op(f"arith.minui {n}, {e.const(self.N - 1, 'i32')} : i32", "nc")
+
+    def _a_copier(self):
+        """The per-thread constants of the A copy. Thread t copies 16-byte chunk t % C of rows t // C +
+        R i (C chunks a row, R = 128 / C rows a round, round i): one source pointer and one destination
+        offset serve every round (an immediate apart), so that no per-round address stays live across
+        the loop. With R < 8 the rows' swizzle differs by round: row % 8 = t // C | (R i % 8), so the
+        chunk's swizzle is (chunk ^ t // C) ^ (R i % 8)."""
+        e = self.e
+        per_row = self.KB // 8
+        self.a_rows_per_round = self.s.threads // per_row
+        row = e.op(f"arith.divui {self.tid}, {e.i32(per_row)} : i32")
+        chunk = e.op(f"arith.remui {self.tid}, {e.i32(per_row)} : i32")
+        self.a_k = e.op(f"arith.muli {chunk}, {e.i32(8)} : i32", "ak")  # the chunk's first k within the iteration
+        grow = e.op(f"arith.addi {self.m_block}, {row} : i32")
+        elem = e.op(f"arith.addi {e.op(f'arith.muli {gpu.i64(e, grow)}, {e.i64(self.K)} : i64')}, {gpu.i64(e, self.a_k)} : i64")
+        self.a_src = gpu.gep(e, "%a", e.op(f"arith.shli {elem}, {e.i64(1)} : i64"), gpu.GLOBAL)
+        # rows of this thread's chunks that lie below m, in rounds (negative: none)
+        left = e.op(f"arith.subi %m, {grow} : i32")
+        self.a_rounds = e.op(f"arith.divsi {e.op(f'arith.addi {left}, {e.i32(self.a_rows_per_round - 1)} : i32')}, "
+                             f"{e.i32(self.a_rows_per_round)} : i32", "rounds")
+        column = e.op(f"arith.muli {e.op(f'arith.shrui {chunk}, {e.i32(3)} : i32')}, {e.i32(self.column_block)} : i32")
+        self.a_row_at = e.op(f"arith.addi {column}, {e.op(f'arith.muli {row}, {e.i32(gpu.SWIZZLE_BYTES)} : i32')} : i32")
+        self.a_chunk = e.op(f"arith.xori {e.op(f'arith.andi {chunk}, {e.i32(7)} : i32')}, "
+                            f"{e.op(f'arith.andi {row}, {e.i32(7)} : i32')} : i32", "swz")
+
+    def _load_stage(self, kt: str) -> list[tuple[str, str]]:
+        """With w_smem the weights travel with the A stages, and registers prefetch the group parameters only."""
+        if self.s.w_smem:
+            return [v for sb in self._superblocks(kt) for v in self._load_params(sb)]
+        return super()._load_stage(kt)
+
+    def _w_slot(self, j: int, nt: int) -> int:
+        """Byte offset, from a stage's weight part, of thread 0's 16 bytes of n8 tile `nt` in superblock `j`
+        of the iteration (a warp's 32 slots are contiguous: conflict-free copies and reads)."""
+        return ((j * self.s.warp_n_tiles + nt) * self.s.threads) * 16
+
+    def _copy_w(self, kt: str, stage_base: str):
+        """Issues the copies of this thread's weights of iteration `kt` into its slots of the stage."""
+        e = self.e
+        mine = e.op(f"arith.addi {e.op(f'arith.addi {stage_base}, {e.i32(self.a_bytes)} : i32')}, "
+                    f"{e.op(f'arith.shli {self.tid}, {e.i32(4)} : i32')} : i32")
+        for j, sb in enumerate(self._superblocks(kt)):
+            sb = gpu.i64(e, e.op(f"arith.minui {sb}, {e.i32(self.tiles - 1)} : i32"))
+            for nt, (_, row, stride) in enumerate(self.w_rows):
+                off = e.op(f"arith.muli {sb}, {stride or e.i64(TILE_ROWS * CHUNK_BYTES)} : i64")
+                dst = e.op(f"arith.addi {mine}, {e.i32(self._w_slot(j, nt))} : i32")
+                gpu.cp_async_16(e, gpu.gep(e, self.smem, dst, gpu.SHARED, "i32"), gpu.gep(e, row, off, gpu.GLOBAL),
+                                e.i32(16))
+
+    def _read_w(self, read_base: str, j: int) -> list[str]:
+        """This thread's weight words of superblock `j` of the iteration in the stage at `read_base`."""
+        e = self.e
+        mine = e.op(f"arith.addi {e.op(f'arith.addi {read_base}, {e.i32(self.a_bytes)} : i32')}, "
+                    f"{e.op(f'arith.shli {self.tid}, {e.i32(4)} : i32')} : i32")
+        words = []
+        for nt in range(self.s.warp_n_tiles):
+            at = gpu.gep(e, self.smem, e.op(f"arith.addi {mine}, {e.i32(self._w_slot(j, nt))} : i32"), gpu.SHARED, "i32")
+            v = e.op(f"llvm.load {at} {{alignment = 16 : i64}} : {gpu.SHARED} -> vector<4xi32>", "ws")
+            words += [e.op(f"llvm.extractelement {v}[{e.i32(i)} : i32] : vector<4xi32>", "word") for i in range(4)]
+        return words
+
+    def _copy_a(self, kt: str, stage_base: str):
+        """Issues the copy of iteration `kt`'s block_m x KB tile of A into the swizzled stage at byte
+        `stage_base`; chunks past m or K are zero-filled (iterations past the last one copy zeros). With
+        w_smem, the weights of the iteration too."""
+        if self.s.w_smem:
+            self._copy_w(kt, stage_base)
+        e, R = self.e, self.a_rows_per_round
+        k = e.op(f"arith.addi {e.op(f'arith.muli {kt}, {e.i32(self.KB)} : i32')}, {self.a_k} : i32")
+        k_ok = e.op(f"arith.cmpi ult, {k}, {e.i32(self.K)} : i32")
+        src = gpu.gep(e, self.a_src, e.op(f"arith.muli {gpu.i64(e, kt)}, {e.i64(2 * self.KB)} : i64"), gpu.GLOBAL)
+        dst_row = e.op(f"arith.addi {stage_base}, {self.a_row_at} : i32")
+        for i in range(self.s.block_m // R):
+            ok = e.op(f"arith.andi {k_ok}, {e.op(f'arith.cmpi sgt, {self.a_rounds}, {e.i32(i)} : i32')} : i1")
+            size = e.op(f"arith.select {ok}, {e.i32(16)}, {e.i32(0)} : i32")
+            chunk = e.op(f"arith.xori {self.a_chunk}, {e.i32(R * i % 8)} : i32") if R * i % 8 else self.a_chunk
+            dst = e.op(f"arith.addi {dst_row}, {e.i32(R * i * gpu.SWIZZLE_BYTES)} : i32")
+            dst = e.op(f"arith.addi {dst}, {e.op(f'arith.shli {chunk}, {e.i32(4)} : i32')} : i32")
+            gpu.cp_async_16(e, gpu.gep(e, self.smem, dst, gpu.SHARED, "i32"),
+                            gpu.gep(e, src, e.i64(2 * R * i * self.K), gpu.GLOBAL), size)
+
+    def _wgmma_iteration(self, kt: str, read_base: str, stage: list[str], accs: list[str]) -> list[str]:
+        """Decodes this iteration's weights step by step and issues the wgmmas on the A stage at byte
+        `read_base` of the aligned shared memory."""
+        e, s, cfg = self.e, self.s, self.cfg
+        per_unit = len(stage) // self.U
+        n_words = 0 if s.w_smem else 4 * s.warp_n_tiles
+        steps = self.SB // self.layout.mma_k
+        per_tile = len(accs) // s.m64_tiles
+        accs = [list(accs[j * per_tile:(j + 1) * per_tile]) for j in range(s.m64_tiles)]
+        desc = gpu.smem_descriptor(e, e.op(f"arith.addi {self.smem_address}, {read_base} : i32"))
+        for j, sb in enumerate(self._superblocks(kt)):
+            unit = stage[j * per_unit:(j + 1) * per_unit]
+            words, raw_params = unit[:n_words], unit[n_words:]
+            if s.w_smem:
+                words = self._read_w(read_base, j)
+            params = [self._group_params(sb, raw_params, nt) if cfg["with_scaling"] else None
+                      for nt in range(s.warp_n_tiles)]
+            decoded = {}  # (tile, word) -> that word's registers, decoded where first needed
+            per_word = max(self.layout.word_elems // self.layout.per_reg, 1)
+
+            def reg(nt: int, r: int) -> str:
+                key = (nt, r // per_word)
+                if key not in decoded:
+                    decoded[key] = decode_word_f16(e, words[4 * nt + key[1]], cfg["W_dtype"], getattr(self, "lut", None))
+                x = decoded[key][r % per_word]
+                if params[nt] is not None:
+                    x = dequantize(e, x, gpu.F16X2, cfg["zeros_mode"], *params[nt][r // 2])
+                return e.op(f"llvm.bitcast {x} : vector<2xf16> to i32")
+
+            for step in range(steps):
+                k_step = j * steps + step  # k16 step within the iteration's KB columns
+                offset = (k_step // 4) * self.column_block + (k_step % 4) * 32
+                b = e.op(f"arith.addi {desc}, {e.i64(offset >> 4)} : i64")
+                a_frags = [[reg(2 * t + h, 2 * step + k) for k in (0, 1) for h in (0, 1)] for t in range(s.m64_tiles)]
+                gpu.wgmma_fence(e)
+                for t in range(s.m64_tiles):
+                    accs[t] = gpu.wgmma_f16_rs(e, s.block_m, accs[t], a_frags[t], b)
+                gpu.wgmma_commit(e)
+                gpu.wgmma_wait(e, 1)  # the previous step's fragments are free again
+        return [v for tile in accs for v in tile]
+
+    def _epilogue(self, values: list[str]):
+        """acc (+ bias) -> out_dtype, staged through shared memory as the block's [block_m][block_n] output
+        tile, then stored row by row in 16-byte pieces where m, N and the output's alignment allow
+        (element by element otherwise): coalesced stores, and no address per accumulator."""
+        e, s, cfg = self.e, self.s, self.cfg
+        out_ty = mlir_type(cfg["out_dtype"])
+        size = ELEM_BYTES[out_ty]
+        row_bytes = s.block_n * size + 16  # padded: a warp's rows 2q land on distinct banks
+        gpu.barrier(e)  # every warp's wgmmas are done: the stages are free
+        places = self._tile_places()
+        two_q = e.op(f"arith.shli {self.q}, {e.i32(1)} : i32")
+        col = e.op(f"arith.addi {self.n_in_block}, {self.g} : i32")
+        mine = e.op(f"arith.addi {e.op(f'arith.muli {two_q}, {e.i32(row_bytes)} : i32')}, "
+                    f"{e.op(f'arith.muli {col}, {e.i32(size)} : i32')} : i32")
+        n_first = e.op(f"arith.addi {self.n_block}, {col} : i32")
+        for v, (drow, dcol) in zip(values, places, strict=True):
+            n = e.op(f"arith.minui {e.op(f'arith.addi {n_first}, {e.i32(dcol)} : i32')}, {e.i32(self.N - 1)} : i32")
+            at = e.op(f"arith.addi {mine}, {e.i32(drow * row_bytes + dcol * size)} : i32")
+            gpu.store(e, self._convert_out(v, n, out_ty), gpu.gep(e, self.smem, at, gpu.SHARED, "i32"), out_ty, gpu.SHARED)
+        gpu.barrier(e)
+        per_piece = 16 // size
+        pieces = s.block_n // per_piece  # of a row
+        rows = s.threads // pieces  # a round
+        piece = e.op(f"arith.remui {self.tid}, {e.i32(pieces)} : i32")
+        row = e.op(f"arith.divui {self.tid}, {e.i32(pieces)} : i32")
+        n0 = e.op(f"arith.addi {self.n_block}, {e.op(f'arith.muli {piece}, {e.i32(per_piece)} : i32')} : i32")
+        m0 = e.op(f"arith.addi {self.m_block}, {row} : i32")
+        src0 = e.op(f"arith.addi {e.op(f'arith.muli {row}, {e.i32(row_bytes)} : i32')}, "
+                    f"{e.op(f'arith.shli {piece}, {e.i32(4)} : i32')} : i32")
+        elem0 = e.op(f"arith.addi {e.op(f'arith.muli {gpu.i64(e, m0)}, {e.i64(self.N)} : i64')}, {gpu.i64(e, n0)} : i64")
+        dst0 = gpu.gep(e, "%out", e.op(f"arith.muli {elem0}, {e.i64(size)} : i64"), gpu.GLOBAL)
+        address = e.op(f"llvm.ptrtoint %out : {gpu.GLOBAL} to i64")
+        aligned = e.op(f"arith.cmpi eq, {e.op(f'arith.andi {address}, {e.i64(15)} : i64')}, {e.i64(0)} : i64")
+        whole = self.N % per_piece == 0 and aligned
+        with e.region(f"scf.if {whole or e.const(0, 'i1')} {{", "} else {"):
+            for i in range(s.block_m // rows):
+                m_ok = e.op(f"arith.cmpi ult, {e.op(f'arith.addi {m0}, {e.i32(rows * i)} : i32')}, %m : i32")
+                ok = e.op(f"arith.andi {m_ok}, {e.op(f'arith.cmpi ult, {n0}, {e.i32(self.N)} : i32')} : i1")
+                with e.region(f"scf.if {ok} {{"):
+                    src = gpu.gep(e, self.smem, e.op(f"arith.addi {src0}, {e.i32(rows * i * row_bytes)} : i32"), gpu.SHARED, "i32")
+                    v = e.op(f"llvm.load {src} {{alignment = 16 : i64}} : {gpu.SHARED} -> vector<4xi32>")
+                    dst = gpu.gep(e, dst0, e.i64(rows * i * self.N * size), gpu.GLOBAL)
+                    e.line(f"llvm.store {v}, {dst} {{alignment = 16 : i64}} : vector<4xi32>, {gpu.GLOBAL}")
+        with e.region("", "}"):  # the else branch: element by element
+            for i in range(s.block_m // rows):
+                for j in range(per_piece):
+                    m_ok = e.op(f"arith.cmpi ult, {e.op(f'arith.addi {m0}, {e.i32(rows * i)} : i32')}, %m : i32")
+                    n_ok = e.op(f"arith.cmpi ult, {e.op(f'arith.addi {n0}, {e.i32(j)} : i32')}, {e.i32(self.N)} : i32")
+                    ok = e.op(f"arith.andi {m_ok}, {n_ok} : i1")
+                    with e.region(f"scf.if {ok} {{"):
+                        src = gpu.gep(e, self.smem, e.op(f"arith.addi {src0}, {e.i32(rows * i * row_bytes + j * size)} : i32"),
+                                      gpu.SHARED, "i32")
+                        dst = gpu.gep(e, dst0, e.i64((rows * i * self.N + j) * size), gpu.GLOBAL)
+                        gpu.store(e, gpu.load(e, src, out_ty, gpu.SHARED), dst, out_ty)
+
+    def _tile_places(self) -> list[tuple[int, int]]:
+        """Per accumulator, in order: (activation row from 2 q, weight row from this warp's first + g).
+        wgmma accumulator 4 c + 2 h + j of 64-row tile t is weight row 64 t + 8 h + g of the warp's and
+        activation row 8 c + 2 q + j."""
+        return [(8 * (i // 4) + i % 2, 64 * t + 8 * ((i // 2) % 2)) for t in range(self.s.m64_tiles)
+                for i in range(self.s.block_m // 2)]
+
+
 class _Cfg:
     """Attribute view of a config dict, for helpers written against MatmulConfig."""
 
@@ -733,7 +1044,7 @@ def emit_launch(kernel: MatmulKernel, types: dict) -> str:
         buffers = [ws, locks]
         args += [(p, gpu.GLOBAL) for p in gpu.host_pointers(e, {b[1:]: "memref<?xi32>" for b in buffers})]
     args.append((e.op(f"arith.index_cast {m} : index to i32"), "i32"))
-    gpu.launch_func(e, GPU_MODULE, kernel.name, (gx, gy, s.split_k), THREADS, args, kernel.smem_bytes)
+    gpu.launch_func(e, GPU_MODULE, kernel.name, (gx, gy, s.split_k), s.threads, args, kernel.smem_bytes)
     for b in buffers:
         e.line(f"gpu.dealloc {b} : memref<?xi32>")
     return e.text()
@@ -746,7 +1057,8 @@ class MatmulToGpu(RewritePattern):
 
     def rewrite(self, op, module):
         config, types = verified_matmul(op)
-        kernel = MatmulKernel(config.as_dict(), read_schedule(op), list(types))
+        sched = read_schedule(op)
+        kernel = (WgmmaKernel if sched.wgmma else MatmulKernel)(config.as_dict(), sched, list(types))
         kernel_text = kernel.emit()
         replace_with_launch(op, module, "lowbit_matmul_launch_", emit_launch(kernel, types), kernel_text, types,
                             GPU_MODULE)

@@ -200,3 +200,67 @@ def dynamic_shared_global(name: str) -> str:
     """The declaration of a kernel's dynamic shared memory (`.extern .shared .b8 name[]`); its size is
     given at launch (and above 48 KB opted into with cuFuncSetAttribute)."""
     return f"llvm.mlir.global external @{name}() {{addr_space = 3 : i32, alignment = 16 : i64}} : !llvm.array<0 x i8>"
+
+
+# -- warpgroup mma (sm_90a) --
+
+SWIZZLE_BYTES = 128  # the 128-byte swizzle of wgmma operand tiles: rows of 128 bytes, 8-row atoms of 1 KB
+SWIZZLE_ATOM = 8 * SWIZZLE_BYTES
+
+
+def swizzled_offset(e: Emitter, row: str, chunk: str) -> str:
+    """Byte offset of 16-byte `chunk` (0-7) of `row` in a tile of 128-byte rows under the 128-byte swizzle
+    (the chunk index XOR the row's index within its 8-row atom), as wgmma's descriptors expect."""
+    swizzled = e.op(f"arith.xori {chunk}, {e.op(f'arith.andi {row}, {e.i32(7)} : i32')} : i32")
+    return e.op(f"arith.addi {e.op(f'arith.muli {row}, {e.i32(SWIZZLE_BYTES)} : i32')}, "
+                f"{e.op(f'arith.shli {swizzled}, {e.i32(4)} : i32')} : i32", "swz")
+
+
+def smem_descriptor(e: Emitter, address: str) -> str:
+    """The wgmma shared-memory matrix descriptor (i64) of a K-major tile of 128-byte rows at shared
+    `address` (an i32, inside a 1 KB-aligned swizzle atom): start address >> 4 in bits 0-13, leading
+    byte offset 16 (unused by the swizzled K-major layout) in bits 16-29, 1 KB between 8-row groups in
+    bits 32-45, the 128-byte swizzle in bits 62-63."""
+    fixed = (1 << 16) | ((SWIZZLE_ATOM >> 4) << 32) | (1 << 62)
+    start = e.op(f"arith.shrui {e.op(f'arith.andi {address}, {e.i32(0x3FFFF)} : i32')}, {e.i32(4)} : i32")
+    return e.op(f"arith.ori {e.op(f'arith.extui {start} : i32 to i64')}, {e.i64(fixed)} : i64", "desc")
+
+
+def fence_proxy_async_shared(e: Emitter) -> None:
+    """Makes this thread's shared-memory writes (cp.async included, once waited for) visible to the
+    async proxy that wgmma reads shared memory through."""
+    e.line('llvm.inline_asm has_side_effects asm_dialect = att "fence.proxy.async.shared::cta;", "" : () -> ()')
+
+
+def wgmma_fence(e: Emitter) -> None:
+    """Orders register writes before the wgmmas that read them (A fragments, accumulators)."""
+    e.line("nvvm.wgmma.fence.aligned")
+
+
+def wgmma_commit(e: Emitter) -> None:
+    e.line("nvvm.wgmma.commit.group.sync.aligned")
+
+
+def wgmma_wait(e: Emitter, pending: int) -> None:
+    """Waits until at most `pending` committed wgmma groups of this warp are in flight."""
+    e.line(f"nvvm.wgmma.wait.group.sync.aligned {pending}")
+
+
+def wgmma_f16_rs(e: Emitter, n: int, acc: Sequence[str], a: Sequence[str], b_desc: str) -> list[str]:
+    """One wgmma.mma_async m64 n`n` k16, f16 inputs and f32 accumulators: A (the warp's 16 rows of the
+    warpgroup's 64) from 4 registers in the mma.sync A-fragment order, B (n rows x 16 k, K-major) from
+    shared memory by descriptor. Returns the n / 2 accumulators (register 4 j + 2 h + c: row g + 8 h of the
+    warp's 16, column 8 j + 2 q + c). Asynchronous: fence before, commit and wait after (see wgmma_*)."""
+    count = n // 2
+    assert len(acc) == count and len(a) == 4
+    d = ", ".join(f"${i}" for i in range(count))
+    a_ops = ", ".join(f"${2 * count + i}" for i in range(4))
+    asm = (f"{{ .reg .pred p; setp.ne.b32 p, ${2 * count + 5}, 0; wgmma.mma_async.sync.aligned.m64n{n}k16.f32.f16.f16 "
+           f"{{{d}}}, {{{a_ops}}}, ${2 * count + 4}, p, 1, 1, 0; }}")
+    constraints = ",".join(["=f"] * count + [str(i) for i in range(count)] + ["r"] * 4 + ["l", "r"])
+    struct = f"!llvm.struct<({', '.join(['f32'] * count)})>"
+    operands = ", ".join([*acc, *a, b_desc, e.i32(1)])
+    types = ", ".join(["f32"] * count + ["i32"] * 4 + ["i64", "i32"])
+    s = e.op(f'llvm.inline_asm has_side_effects asm_dialect = att "{asm}", "{constraints}" {operands} : '
+             f"({types}) -> {struct}", "wg")
+    return [e.op(f"llvm.extractvalue {s}[{i}] : {struct}", "acc") for i in range(count)]

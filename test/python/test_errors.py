@@ -307,3 +307,33 @@ def test_flash_atten_bad_inputs():
     expect(ValueError, ["V", "meta"], lambda: op(Q, K, torch.empty_like(V, device="meta")))
     with pytest.raises(TypeError):
         FlashAtten(cfg.as_dict())
+
+
+# ------------------------------------------------------------------------------------------ schedules
+
+
+def test_wgmma_schedule_rules():
+    """The warpgroup kernel: the default above 256 rows on sm_90a with float A only, and overrides it
+    cannot run are refused with the field and what is allowed."""
+    from lowbit.compiler.schedule import matmul_schedule
+
+    cfg = MatmulConfig(M=[1, 4096], N=512, K=1024, W_dtype="int4", with_scaling=True, group_size=128)
+    assert matmul_schedule(cfg, 4096, "sm_90a").wgmma == 1
+    assert matmul_schedule(cfg, 256, "sm_90a").wgmma == 0
+    assert matmul_schedule(cfg, 4096, "sm_80").wgmma == 0
+    assert matmul_schedule(cfg, 4096, "sm_90a", wgmma=0).wgmma == 0
+    assert matmul_schedule(cfg, 1, "sm_90a", wgmma=1).block_m == 128  # wgmma=1 brings its own defaults
+    int8 = MatmulConfig(M=[4096], N=512, K=1024, W_dtype="int4", A_dtype="int8", accum_dtype="int32", out_dtype="int32")
+    assert matmul_schedule(int8, 4096, "sm_90a").wgmma == 0
+    expect(ValueError, ["wgmma", "sm_90a", "sm_89"], lambda: matmul_schedule(cfg, 4096, "sm_89", wgmma=1))
+    expect(ValueError, ["wgmma", "A_dtype", "int8"], lambda: matmul_schedule(int8, 4096, "sm_90a", wgmma=1))
+    odd_k = MatmulConfig(M=[4096], N=512, K=1002, W_dtype="float16")
+    expect(ValueError, ["K % 8", "1002"], lambda: matmul_schedule(odd_k, 4096, "sm_90a", wgmma=1))
+    expect(ValueError, ["stages=2", "3, 4, 5, 6"], lambda: matmul_schedule(cfg, 4096, "sm_90a", stages=2))
+    expect(ValueError, ["block_m=32", "64, 128"], lambda: matmul_schedule(cfg, 4096, "sm_90a", block_m=32))
+    expect(ValueError, ["split_k"], lambda: matmul_schedule(cfg, 4096, "sm_90a", split_k=2))
+    expect(ValueError, ["warpgroups=2", "wgmma=1"], lambda: matmul_schedule(cfg, 4096, "sm_90a", wgmma=0, warpgroups=2))
+    expect(ValueError, ["w_smem=1", "wgmma=1"], lambda: matmul_schedule(cfg, 16, "sm_90a", w_smem=1))
+    fp16 = MatmulConfig(M=[4096], N=512, K=1024, W_dtype="float16")
+    expect(ValueError, ["k_unroll=1", "k_unroll >= 2"], lambda: matmul_schedule(fp16, 4096, "sm_90a", k_unroll=1))
+    expect(ValueError, ["shared memory"], lambda: matmul_schedule(cfg, 4096, "sm_90a", stages=4, k_unroll=2))

@@ -237,3 +237,46 @@ def test_partial_row_tile(fields, N, rng, seed):
         out = _poisoned((m, N), cfg.out_dtype, "cuda")
         inp.run(op, output=out)
         assert_close(out, inp.reference(), cfg.out_dtype, cfg.accum_dtype, cfg.K, msg=f"{fields} N={N} m={m} seed={seed}")
+
+
+WGMMA_CASES = [
+    # (config fields, schedule overrides, K): every float-A weight format through the sm_90a warpgroup
+    # kernel, zeros modes, bias, f16 accumulation and f32 output, K not a whole number of iterations
+    (dict(W_dtype="float16"), {}, 1064),
+    (dict(W_dtype="float16", with_bias=True, out_dtype="float32"), dict(k_unroll=4, block_m=64, stages=4), 1064),
+    (dict(W_dtype="int4", with_scaling=True, group_size=128, accum_dtype="float32", with_bias=True), {}, 1152),
+    (dict(W_dtype="int4", with_scaling=True, group_size=32), dict(block_m=256, warp_n_tiles=2, w_prefetch=1, warpgroups=2), 1152),
+    (dict(W_dtype="uint4", with_scaling=True, with_zeros=True, group_size=128, zeros_mode="original"), {}, 1152),
+    (dict(W_dtype="uint4", with_scaling=True, with_zeros=True, group_size=64, zeros_mode="rescale"),
+     dict(stages=5, w_prefetch=3, warpgroups=2), 1152),
+    (dict(W_dtype="uint4", with_scaling=True, with_zeros=True, group_size=128, zeros_mode="quantized"), {}, 1152),
+    (dict(W_dtype="nf4"), {}, 1152),
+    (dict(W_dtype="fp4_e2m1", with_scaling=True, group_size=128), {}, 1152),
+    (dict(W_dtype="int8", accum_dtype="float32"), {}, 1088),
+    (dict(W_dtype="uint2", with_scaling=True, with_zeros=True, group_size=128), {}, 1280),
+    (dict(W_dtype="int1"), {}, 1536),
+    (dict(W_dtype="float16", with_bias=True), dict(w_smem=1, stages=4), 1064),
+    (dict(W_dtype="uint4", with_scaling=True, with_zeros=True, group_size=64, zeros_mode="rescale"),
+     dict(w_smem=1, warpgroups=2, stages=4, w_prefetch=2), 1152),
+    (dict(W_dtype="nf4"), dict(w_smem=1), 1152),
+]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.get_device_capability() != (9, 0),
+                    reason="the wgmma kernel needs an sm_90a GPU (H100)")
+@pytest.mark.parametrize("fields,schedule,K", WGMMA_CASES, ids=[f"{f['W_dtype']}-{s}" for f, s, _ in WGMMA_CASES])
+def test_wgmma_prefill(fields, schedule, K, rng, seed):
+    """The warpgroup kernel (the sm_90a default above 256 rows): m not a multiple of the block's rows,
+    N not a multiple of its weight rows, and an output not 16-byte aligned (a view one element into its
+    buffer: the epilogue stores element by element there)."""
+    cfg = MatmulConfig(M=[512], N=392, K=K, **fields)
+    op = Matmul(cfg, schedule=dict(wgmma=1, **schedule))
+    for m, offset in ((1, 0), (77, 1), (300, 0), (512, 0)):
+        inp = random_matmul_inputs(cfg, m, "cuda", rng, op=op)
+        buffer = _poisoned((m * cfg.N + offset,), cfg.out_dtype, "cuda")
+        out = buffer[offset:].view(m, cfg.N)
+        inp.run(op, output=out)
+        assert_close(out, inp.reference(), cfg.out_dtype, cfg.accum_dtype, cfg.K,
+                     msg=f"{fields} {schedule} m={m} output offset {offset} seed={seed}")
+        if offset:
+            assert buffer[:offset].isnan().all() if buffer.is_floating_point() else (buffer[:offset] == 77).all()

@@ -54,8 +54,14 @@ def test_matmul_ptx_assembles(W, A, mode, bucket, target, tmp_path):
     ptx = gpu_pipeline.emit("matmul", cfg, target, "ptx", matmul_schedule(cfg, bucket, target))
     assert time.perf_counter() - start < 2.0, "building one kernel must take under 2 s"
     assert f".target {target}" in ptx
-    assert ("mma.sync.aligned.m16n8k32" if A == "int8" else "mma.sync.aligned.m16n8k16") in ptx
-    assert "ld.global.nc.L1::no_allocate.L2::cache_hint.v4.u32" in ptx
+    schedule = matmul_schedule(cfg, bucket, target)
+    if schedule.wgmma:  # sm_90a prefill with float A: the warpgroup kernel
+        assert A == "float16" and bucket > 256 and target == "sm_90a"
+        assert f"wgmma.mma_async.sync.aligned.m64n{schedule.block_m}k16.f32.f16.f16" in ptx and "fence.proxy.async.shared::cta" in ptx
+    else:
+        assert ("mma.sync.aligned.m16n8k32" if A == "int8" else "mma.sync.aligned.m16n8k16") in ptx
+    if not schedule.w_smem:
+        assert "ld.global.nc.L1::no_allocate.L2::cache_hint.v4.u32" in ptx
     report = _assemble(ptx, target, tmp_path)
     assert "0 bytes spill stores" in report, report
 
