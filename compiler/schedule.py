@@ -156,7 +156,7 @@ def matmul_schedule(cfg, bucket: int, target: str, **overrides) -> MatmulSchedul
     thread. m <= 16: 128 columns a block (the 16 rows of A are read once per 128 weight columns) and
     K split over up to 4 blocks to keep the block count up. Up to 64 rows: 32 or 64 rows x 64 columns;
     more: 64 or (above 256 rows) 128 rows x 128 columns, 8- and 16-bit weights 128 k per iteration,
-    with as many A stages as 48 KB of shared memory holds. Above 256 rows on sm_90a with float A: the
+    with as many A stages as 48 KB of shared memory holds. Above 64 rows on sm_90a with float A: the
     warpgroup (wgmma) kernel, see wgmma_schedule.
     """
     superblock = layout_of(format_of(cfg.W_dtype).bits, cfg.A_dtype).superblock
@@ -194,13 +194,13 @@ def matmul_schedule(cfg, bucket: int, target: str, **overrides) -> MatmulSchedul
     unknown = set(overrides) - {f.name for f in fields(MatmulSchedule)}
     if unknown:
         raise ValueError(f"unknown schedule fields {sorted(unknown)}; allowed: {[f.name for f in fields(MatmulSchedule)]}")
-    # above 256 rows on sm_90a (float A): the warpgroup kernel; wgmma=1 asks for its defaults at any m
-    wgmma = overrides.get("wgmma", int(bucket > 256 and not wgmma_allowed(cfg, target)))
+    # above 64 rows on sm_90a (float A): the warpgroup kernel; wgmma=1 asks for its defaults at any m
+    wgmma = overrides.get("wgmma", int(bucket > 64 and not wgmma_allowed(cfg, target)))
     if wgmma == 1:
         why_not = wgmma_allowed(cfg, target)
         if why_not:
             raise ValueError(f"schedule wgmma=1 is not possible here: {why_not}")
-        sched = wgmma_schedule(cfg)
+        sched = wgmma_schedule(cfg, bucket)
     else:
         sched = MatmulSchedule(block_m, warp_n_tiles, stages, warps_k, prefetch, a_smem, split_k, k_unroll)
     sched = replace(sched, **overrides)
@@ -229,12 +229,13 @@ def wgmma_allowed(cfg, target: str) -> str:
     return ""
 
 
-def wgmma_schedule(cfg) -> MatmulSchedule:
+def wgmma_schedule(cfg, bucket: int) -> MatmulSchedule:
     """The default warpgroup schedule (sm_90a prefill), measured on the H100 (docs/perf-notes.md):
-    128 activation rows a block, 64-128 k an iteration (one or two superblocks).
-    - Packed weights go straight to registers; two warpgroups (256 weight rows) share 4 A stages
-      where shared memory holds them (4- and 8-bit weights), else one warpgroup (128 weight rows) and
-      three stages, two blocks an SM.
+    128 activation rows a block (64 up to 256 rows: more blocks), 64-128 k an iteration (one or two
+    superblocks).
+    - Packed weights go straight to registers; above 256 rows two warpgroups (256 weight rows) share 4
+      A stages where shared memory holds them (4- and 8-bit weights), else one warpgroup (128 weight
+      rows) and three stages, two blocks an SM.
     - 16-bit weights, which need no decoding, travel through the shared-memory stages (w_smem), one
       warpgroup, three stages.
     - Many group parameters (1- and 2-bit weights in small groups) halve the weight rows."""
@@ -242,7 +243,9 @@ def wgmma_schedule(cfg) -> MatmulSchedule:
     superblock = layout_of(bits, cfg.A_dtype).superblock
     sched = MatmulSchedule(block_m=128, warp_n_tiles=4, stages=3, w_prefetch=1, k_unroll=max(1, 64 // superblock),
                            wgmma=1, w_smem=int(bits == 16))
-    if bits < 16 and matmul_smem_bytes(cfg, replace(sched, warpgroups=2, stages=4)) <= SHARED_OPTIN["sm_90a"]:
+    if bucket <= 256:
+        sched = replace(sched, block_m=64)
+    elif bits < 16 and matmul_smem_bytes(cfg, replace(sched, warpgroups=2, stages=4)) <= SHARED_OPTIN["sm_90a"]:
         sched = replace(sched, warpgroups=2, stages=4)
     if param_words(cfg, 4) >= 2 * PARAM_REGISTERS:
         sched = replace(sched, warp_n_tiles=2)

@@ -313,16 +313,17 @@ def test_flash_atten_bad_inputs():
 
 
 def test_wgmma_schedule_rules():
-    """The warpgroup kernel: the default above 256 rows on sm_90a with float A only, and overrides it
+    """The warpgroup kernel: the default above 64 rows on sm_90a with float A only, and overrides it
     cannot run are refused with the field and what is allowed."""
     from lowbit.compiler.schedule import matmul_schedule
 
     cfg = MatmulConfig(M=[1, 4096], N=512, K=1024, W_dtype="int4", with_scaling=True, group_size=128)
     assert matmul_schedule(cfg, 4096, "sm_90a").wgmma == 1
-    assert matmul_schedule(cfg, 256, "sm_90a").wgmma == 0
+    assert matmul_schedule(cfg, 256, "sm_90a").block_m == 64
+    assert matmul_schedule(cfg, 64, "sm_90a").wgmma == 0
     assert matmul_schedule(cfg, 4096, "sm_80").wgmma == 0
     assert matmul_schedule(cfg, 4096, "sm_90a", wgmma=0).wgmma == 0
-    assert matmul_schedule(cfg, 1, "sm_90a", wgmma=1).block_m == 128  # wgmma=1 brings its own defaults
+    assert matmul_schedule(cfg, 1, "sm_90a", wgmma=1).block_m == 64  # wgmma=1 brings its own defaults
     int8 = MatmulConfig(M=[4096], N=512, K=1024, W_dtype="int4", A_dtype="int8", accum_dtype="int32", out_dtype="int32")
     assert matmul_schedule(int8, 4096, "sm_90a").wgmma == 0
     expect(ValueError, ["wgmma", "sm_90a", "sm_89"], lambda: matmul_schedule(cfg, 4096, "sm_89", wgmma=1))
