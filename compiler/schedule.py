@@ -79,8 +79,15 @@ class MatmulSchedule:
             raise ValueError(f"schedule w_prefetch={self.w_prefetch} is not allowed; allowed: 1, 2, 3, 4, 6, 8")
 
     def _check_wgmma(self) -> None:
-        """The warpgroup kernel: the 4 warps are one warpgroup over block_n = 64 * m64_tiles weight rows
-        and block_m activation rows, every thread holding m64_tiles * block_m / 2 f32 accumulators."""
+        """The warpgroup kernel: each warpgroup of 4 warps covers 64 * m64_tiles weight rows and block_m
+        activation rows, every thread holding m64_tiles * block_m / 2 f32 accumulators."""
+        try:
+            self._check_wgmma_fields()
+        except ValueError as err:
+            raise ValueError(f"{err} (wgmma=1 is the default above 64 rows on sm_90a with float A; "
+                             f"wgmma=0 selects the mma.sync kernel)") from None
+
+    def _check_wgmma_fields(self) -> None:
         fixed = {"warps_k": 1, "split_k": 1, "a_smem": 1}
         wrong = {k: getattr(self, k) for k, v in fixed.items() if getattr(self, k) != v}
         if wrong:
