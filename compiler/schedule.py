@@ -243,8 +243,9 @@ def wgmma_schedule(cfg, bucket: int) -> MatmulSchedule:
     - Packed weights go straight to registers; above 256 rows two warpgroups (256 weight rows) share 4
       A stages where shared memory holds them (4- and 8-bit weights), else one warpgroup (128 weight
       rows) and three stages, two blocks an SM.
-    - 16-bit weights, which need no decoding, travel through the shared-memory stages (w_smem), one
-      warpgroup, three stages.
+    - 16-bit weights, which need no decoding, travel through the shared-memory stages (w_smem);
+      above 256 rows two warpgroups of 64 weight rows x 256 activation rows (wgmma n=256), three
+      stages.
     - Many group parameters (1- and 2-bit weights in small groups) halve the weight rows."""
     bits = format_of(cfg.W_dtype).bits
     superblock = layout_of(bits, cfg.A_dtype).superblock
@@ -252,7 +253,9 @@ def wgmma_schedule(cfg, bucket: int) -> MatmulSchedule:
                            wgmma=1, w_smem=int(bits == 16))
     if bucket <= 256:
         sched = replace(sched, block_m=64)
-    elif bits < 16 and matmul_smem_bytes(cfg, replace(sched, warpgroups=2, stages=4)) <= SHARED_OPTIN["sm_90a"]:
+    elif bits == 16:  # wgmma n=256: each weight fragment and shared-memory weight read serves twice the rows
+        sched = replace(sched, block_m=256, warp_n_tiles=2, warpgroups=2)
+    elif matmul_smem_bytes(cfg, replace(sched, warpgroups=2, stages=4)) <= SHARED_OPTIN["sm_90a"]:
         sched = replace(sched, warpgroups=2, stages=4)
     if param_words(cfg, 4) >= 2 * PARAM_REGISTERS:
         sched = replace(sched, warp_n_tiles=2)
