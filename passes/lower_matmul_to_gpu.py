@@ -11,12 +11,15 @@ output, marching over K one weight superblock at a time.
   f16 before the mma. Decode blocks (8 or 16 rows) swap the operands, two weight tiles as A and 8 rows
   of activations as B, and apply scale and zeros to f32 group sums after the mma.
 - The epilogue adds the bias and converts.
+WgmmaKernel, the sm_90a kernel above 64 rows with float A, keeps the swapped operands on the warpgroup
+mma: decoded weights as wgmma's register A, activations as its shared-memory B (see its docstring).
 """
 from __future__ import annotations
 
 import itertools
 import math
 from dataclasses import MISSING, fields
+from typing import Iterator
 
 from lowbit.compiler.schedule import (THREADS, MatmulSchedule, a_tile_bytes, matmul_smem_bytes, split_words,
                                       wgmma_stage_bytes)
@@ -264,16 +267,19 @@ class MatmulKernel:
         return [v for sb in self._superblocks(kt)
                 for v in [(w, "i32") for w in self._load_w(sb)] + self._load_params(sb)]
 
-    def _load_w(self, sb: str) -> list[str]:
-        """The 16 bytes of this warp's superblock `sb` for each of its n8 tiles (a 64-byte chunk per
-        row); past the last superblock it rereads the last one (A is zero there)."""
+    def _w_pointers(self, sb: str) -> Iterator[str]:
+        """Per n8 tile, the address of this thread's 16 bytes of superblock `sb` (a 64-byte chunk per
+        row); past the last superblock, the last one's (A is zero there). Each is emitted when the
+        caller asks for it, next to its use."""
         e = self.e
         sb = gpu.i64(e, e.op(f"arith.minui {sb}, {e.i32(self.tiles - 1)} : i32"))
-        words = []
         for _, row, stride in self.w_rows:
             off = e.op(f"arith.muli {sb}, {stride or e.i64(TILE_ROWS * CHUNK_BYTES)} : i64")
-            words += gpu.load_streaming_16(e, gpu.gep(e, row, off, gpu.GLOBAL), self.policy)
-        return words
+            yield gpu.gep(e, row, off, gpu.GLOBAL)
+
+    def _load_w(self, sb: str) -> list[str]:
+        """The 16 bytes of this thread's superblock `sb` for each of its n8 tiles."""
+        return [w for ptr in self._w_pointers(sb) for w in gpu.load_streaming_16(self.e, ptr, self.policy)]
 
     def _copy_a(self, kt: str, stage_base: str):
         """Issues the copy of A's superblock `kt` into the stage at byte `stage_base` of shared memory
@@ -715,7 +721,8 @@ class WgmmaKernel(MatmulKernel):
         if self.fmt.kind in TABLES:
             self._fill_lut()
         self.w_rows = [self._w_row(nt) for nt in range(s.warp_n_tiles)]
-        self.policy = gpu.evict_first_policy(e)
+        if not s.w_smem:
+            self.policy = gpu.evict_first_policy(e)
         self._aligned_stages()
         self._a_copier()
         for st in range(s.stages - 2):
@@ -845,12 +852,9 @@ class WgmmaKernel(MatmulKernel):
         mine = e.op(f"arith.addi {e.op(f'arith.addi {stage_base}, {e.i32(self.a_bytes)} : i32')}, "
                     f"{e.op(f'arith.shli {self.tid}, {e.i32(4)} : i32')} : i32")
         for j, sb in enumerate(self._superblocks(kt)):
-            sb = gpu.i64(e, e.op(f"arith.minui {sb}, {e.i32(self.tiles - 1)} : i32"))
-            for nt, (_, row, stride) in enumerate(self.w_rows):
-                off = e.op(f"arith.muli {sb}, {stride or e.i64(TILE_ROWS * CHUNK_BYTES)} : i64")
+            for nt, src in enumerate(self._w_pointers(sb)):
                 dst = e.op(f"arith.addi {mine}, {e.i32(self._w_slot(j, nt))} : i32")
-                gpu.cp_async_16(e, gpu.gep(e, self.smem, dst, gpu.SHARED, "i32"), gpu.gep(e, row, off, gpu.GLOBAL),
-                                e.i32(16))
+                gpu.cp_async_16(e, gpu.gep(e, self.smem, dst, gpu.SHARED, "i32"), src, e.i32(16))
 
     def _read_w(self, read_base: str, j: int) -> list[str]:
         """This thread's weight words of superblock `j` of the iteration in the stage at `read_base`."""
@@ -968,7 +972,7 @@ class WgmmaKernel(MatmulKernel):
                     v = e.op(f"llvm.load {src} {{alignment = 16 : i64}} : {gpu.SHARED} -> vector<4xi32>")
                     dst = gpu.gep(e, dst0, e.i64(rows * i * self.N * size), gpu.GLOBAL)
                     e.line(f"llvm.store {v}, {dst} {{alignment = 16 : i64}} : vector<4xi32>, {gpu.GLOBAL}")
-        with e.region("", "}"):  # the else branch: element by element
+        with e.region(None):  # else: element by element
             for i in range(s.block_m // rows):
                 for j in range(per_piece):
                     m_ok = e.op(f"arith.cmpi ult, {e.op(f'arith.addi {m0}, {e.i32(rows * i)} : i32')}, %m : i32")
@@ -1066,6 +1070,7 @@ class MatmulToGpu(RewritePattern):
 
 class LowerMatmulToGpu(ModulePass):
     name = "lowbit-lower-matmul-to-gpu"
-    description = ("Lower lowbit.matmul to an mma.sync tensor-core kernel (cp.async + ldmatrix for A, "
-                   "register-decoded weights) in gpu.module @lowbit_kernels, launched with gpu.launch_func.")
+    description = ("Lower lowbit.matmul to a tensor-core kernel (mma.sync, or wgmma with schedule wgmma=1: "
+                   "cp.async stages for A, register-decoded weights) in gpu.module @lowbit_kernels, launched "
+                   "with gpu.launch_func.")
     patterns = (MatmulToGpu,)

@@ -208,14 +208,6 @@ SWIZZLE_BYTES = 128  # the 128-byte swizzle of wgmma operand tiles: rows of 128 
 SWIZZLE_ATOM = 8 * SWIZZLE_BYTES
 
 
-def swizzled_offset(e: Emitter, row: str, chunk: str) -> str:
-    """Byte offset of 16-byte `chunk` (0-7) of `row` in a tile of 128-byte rows under the 128-byte swizzle
-    (the chunk index XOR the row's index within its 8-row atom), as wgmma's descriptors expect."""
-    swizzled = e.op(f"arith.xori {chunk}, {e.op(f'arith.andi {row}, {e.i32(7)} : i32')} : i32")
-    return e.op(f"arith.addi {e.op(f'arith.muli {row}, {e.i32(SWIZZLE_BYTES)} : i32')}, "
-                f"{e.op(f'arith.shli {swizzled}, {e.i32(4)} : i32')} : i32", "swz")
-
-
 def smem_descriptor(e: Emitter, address: str) -> str:
     """The wgmma shared-memory matrix descriptor (i64) of a K-major tile of 128-byte rows at shared
     `address` (an i32, inside a 1 KB-aligned swizzle atom): start address >> 4 in bits 0-13, leading

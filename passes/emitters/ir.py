@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator, Sequence
+from typing import Iterator, Optional, Sequence
 
 FLOAT_TYPES = ("f16", "f32", "f64")
 
@@ -70,9 +70,11 @@ class Emitter:
         return self.const(value, "i64")
 
     @contextlib.contextmanager
-    def region(self, header: str, footer: str = "}") -> Iterator[None]:
-        """Emits `header {`, the body, then `footer`; constants made inside stay inside."""
-        self.line(header)
+    def region(self, header: Optional[str], footer: str = "}") -> Iterator[None]:
+        """Emits `header {`, the body, then `footer`; constants made inside stay inside. A None header
+        continues the previous region's footer (the else branch after a footer `} else {`)."""
+        if header is not None:
+            self.line(header)
         self._indent += 2
         self._const_scopes.append({})
         try:
