@@ -234,10 +234,12 @@ TILE_CASES = [
 @pytest.mark.parametrize("fields", TILE_CASES, ids=[f["W_dtype"] for f in TILE_CASES])
 def test_partial_row_tile(fields, N, rng, seed):
     """Weights are stored in tiles of 16 rows (lowbit.layout); N not a multiple of 16 leaves a last tile
-    of N % 16 rows with its own superblock stride. The decode kernels (m <= 16) read it right."""
-    cfg = MatmulConfig(M=[1, 16], N=N, K=512, **fields)
+    of N % 16 rows with its own superblock stride. The decode kernels (m <= 16) and the prefill kernel
+    (m = 100: on the H100 the wgmma kernel for float A, whose 128-256 weight rows a block exceed N here)
+    read it right."""
+    cfg = MatmulConfig(M=[1, 16, 128], N=N, K=512, **fields)
     op = Matmul(cfg)
-    for m in (1, 5, 16):
+    for m in (1, 5, 16, 100):
         inp = random_matmul_inputs(cfg, m, "cuda", rng, op=op)
         out = _poisoned((m, N), cfg.out_dtype, "cuda")
         inp.run(op, output=out)
