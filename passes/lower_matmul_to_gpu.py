@@ -98,49 +98,30 @@ class MatmulKernel:
         for st in range(s.stages - 1 if s.a_smem else 0):
             self._copy_a(self._iteration(st), e.i32(st * self.stage_bytes))
             gpu.cp_async_commit(e)
-        # a ring of w_prefetch register sets: the weights and group parameters of the next iterations
-        # are in flight while this one decodes (memory-bound decode needs many bytes in flight per
-        # thread, and a parameter loaded where it is used would expose a memory latency every iteration)
-        depth = s.w_prefetch
-        ring = [self._load_stage(self._iteration(i)) for i in range(depth)]
-        stage_types = [ty for _, ty in ring[0]]
-        per_set = len(stage_types)
         zero = {"f16.f32": e.const(0.0, "f32"), "s8.s32": e.const(0, "i32"),
                 "f16.f16": e.const("dense<0.0>", gpu.F16X2)}[self.acc_kind]
         acc_ty = {"f16.f32": "f32", "s8.s32": "i32", "f16.f16": gpu.F16X2}[self.acc_kind]
         n_acc = gpu.MMA[self.acc_kind][2]
         n_tiles = self.row_groups * self.pairs if self.swapped else self.m_tiles * s.warp_n_tiles
-        # the shared-memory offsets of the A stage read in this iteration and of the one written (the
-        # stage read in the previous iteration), carried so that no iteration divides by `stages`
+
+        def iteration(kt, read_base, write_base, loads, accs):
+            """Refills the stage read in the previous iteration (S - 1 ahead), computes on this one, and
+            moves on: the stage written next is the one read now."""
+            if s.a_smem:
+                self._copy_a(e.op(f"arith.addi {kt}, {e.const(s.stages - 1, 'i32')} : i32"), write_base)
+                gpu.cp_async_commit(e)
+            refill = self._load_stage(e.op(f"arith.addi {kt}, {e.i32(s.w_prefetch)} : i32"))
+            if s.a_smem:
+                gpu.cp_async_wait(e, s.stages - 1)
+                gpu.barrier(e)
+            accs = self._compute(kt, read_base, loads, accs, n_acc)
+            if s.a_smem:
+                gpu.barrier(e)
+            return accs, refill, self._next_stage(read_base), read_base
+
         last = (s.stages - 1) * self.stage_bytes
-        carried = [(e.i32(0), "i32"), (e.i32(last), "i32")] + [v for stage in ring for v in stage] + \
-            [(zero, acc_ty)] * (n_tiles * n_acc)
-        # unrolled by the ring depth so that register set u always serves iteration kt + u and no
-        # registers rotate; iterations past the last superblock add zero (A is zero-filled there)
-        start, step, stop = self.k_first, e.i32(depth), self._iteration(self.rounds)
-        with e.for_loop(start, stop, step, carried, hint="kt", ty="i32") as loop:
-            read_base, write_base = loop.args[:2]
-            sets = [loop.args[2 + i * per_set:2 + (i + 1) * per_set] for i in range(depth)]
-            accs = loop.args[2 + depth * per_set:]
-            refilled = []
-            for u in range(depth):
-                kt = e.op(f"arith.addi {loop.iv}, {e.i32(u)} : i32")
-                if s.a_smem:
-                    self._copy_a(e.op(f"arith.addi {kt}, {e.const(s.stages - 1, 'i32')} : i32"), write_base)
-                    gpu.cp_async_commit(e)
-                refilled += [v for v, _ in self._load_stage(e.op(f"arith.addi {kt}, {e.i32(depth)} : i32"))]
-                if s.a_smem:
-                    gpu.cp_async_wait(e, s.stages - 1)
-                    gpu.barrier(e)
-                accs = self._compute(kt, read_base, sets[u], accs, n_acc)
-                if s.a_smem:
-                    gpu.barrier(e)
-                bumped = e.op(f"arith.addi {read_base}, {e.i32(self.stage_bytes)} : i32")
-                wrapped = e.op(f"arith.cmpi ugt, {bumped}, {e.i32(last)} : i32")
-                read_base, write_base = e.op(f"arith.select {wrapped}, {e.i32(0)}, {bumped} : i32"), read_base
-            types = ["i32", "i32"] + stage_types * depth + [acc_ty] * len(accs)
-            e.line(f"scf.yield {', '.join([read_base, write_base] + refilled + accs)} : {', '.join(types)}")
-        values = self._acc_values(loop.results[2 + depth * per_set:])
+        results = self._main_loop(last, zero, acc_ty, n_tiles * n_acc, iteration)
+        values = self._acc_values(results)
         if self.swapped and s.warp_n_tiles == 1:  # a lone n8 tile: rows 8-15 of the mma repeat rows 0-7
             values = [v for i, v in enumerate(values) if i % 4 < 2]
         values = self._reduce_k(values)
@@ -153,6 +134,43 @@ class MatmulKernel:
     def _iteration(self, i: int) -> str:
         """Block iteration i of this block's K split."""
         return self.e.op(f"arith.addi {self.k_first}, {self.e.i32(i)} : i32")
+
+    def _main_loop(self, first_write: int, acc_init: str, acc_ty: str, n_acc: int, iteration) -> list[str]:
+        """The K loop of both kernels; returns the accumulators after it.
+
+        A ring of w_prefetch register sets holds the loads (weights and group parameters) of the next
+        iterations, in flight while one decodes: memory-bound decode needs many bytes in flight per
+        thread, and a parameter loaded where it is used would expose a memory latency every iteration.
+        The loop is unrolled by the ring depth, so that set u always serves iteration kt + u and no
+        registers rotate; iterations past the last superblock add zero (A is zero-filled there). It
+        carries the byte offsets of the A stage read and of the one written (from 0 and `first_write`),
+        so that no iteration divides by `stages`. `iteration(kt, read, write, loads, accs)` emits one
+        iteration and returns (accs, its loads for iteration kt + w_prefetch, the next read and write)."""
+        e, depth = self.e, self.s.w_prefetch
+        ring = [self._load_stage(self._iteration(i)) for i in range(depth)]
+        stage_types = [ty for _, ty in ring[0]]
+        per_set = len(stage_types)
+        carried = [(e.i32(0), "i32"), (e.i32(first_write), "i32")] + [v for stage in ring for v in stage] + \
+            [(acc_init, acc_ty)] * n_acc
+        with e.for_loop(self.k_first, self._iteration(self.rounds), e.i32(depth), carried, hint="kt", ty="i32") as loop:
+            read_base, write_base = loop.args[:2]
+            sets = [loop.args[2 + i * per_set:2 + (i + 1) * per_set] for i in range(depth)]
+            accs = loop.args[2 + depth * per_set:]
+            refilled = []
+            for u in range(depth):
+                kt = e.op(f"arith.addi {loop.iv}, {e.i32(u)} : i32")
+                accs, loads, read_base, write_base = iteration(kt, read_base, write_base, sets[u], accs)
+                refilled += [v for v, _ in loads]
+            types = ["i32", "i32"] + stage_types * depth + [acc_ty] * len(accs)
+            e.line(f"scf.yield {', '.join([read_base, write_base] + refilled + accs)} : {', '.join(types)}")
+        return loop.results[2 + depth * per_set:]
+
+    def _next_stage(self, base: str) -> str:
+        """The byte offset of the A stage after the one at `base`, wrapping after the last."""
+        e = self.e
+        bumped = e.op(f"arith.addi {base}, {e.i32(self.stage_bytes)} : i32")
+        wrapped = e.op(f"arith.cmpi ugt, {bumped}, {e.i32((self.s.stages - 1) * self.stage_bytes)} : i32")
+        return e.op(f"arith.select {wrapped}, {e.i32(0)}, {bumped} : i32")
 
     def _wrap(self, body: str) -> str:
         self.name = "lowbit_matmul_" + symbol_suffix(body)
@@ -728,42 +746,24 @@ class WgmmaKernel(MatmulKernel):
         for st in range(s.stages - 2):
             self._copy_a(self._iteration(st), e.i32(st * self.stage_bytes))
             gpu.cp_async_commit(e)
-        depth = s.w_prefetch
-        ring = [self._load_stage(self._iteration(i)) for i in range(depth)]
-        stage_types = [ty for _, ty in ring[0]]
-        per_set = len(stage_types)
-        n_acc = s.m64_tiles * s.block_m // 2
-        refill = (s.stages - 2) * self.stage_bytes  # the stage of iteration kt + stages - 2 (= kt - 2)
-        carried = [(e.i32(0), "i32"), (e.i32(refill), "i32")] + [v for stage in ring for v in stage] + \
-            [(e.const(0.0, "f32"), "f32")] * n_acc
-        with e.for_loop(self.k_first, self._iteration(self.rounds), e.i32(depth), carried, hint="kt", ty="i32") as loop:
-            read_base, write_base = loop.args[:2]
-            sets = [loop.args[2 + i * per_set:2 + (i + 1) * per_set] for i in range(depth)]
-            accs = loop.args[2 + depth * per_set:]
-            refilled = []
-            for u in range(depth):
-                kt = e.op(f"arith.addi {loop.iv}, {e.i32(u)} : i32")
-                gpu.cp_async_wait(e, s.stages - 3)  # this iteration's stage has landed
-                gpu.fence_proxy_async_shared(e)
-                # ... for every thread; and every warp is past the first wgmma group of the previous
-                # iteration, so the wgmmas of the one before it, which read the stage refilled now, are done
-                gpu.barrier(e)
-                self._copy_a(e.op(f"arith.addi {kt}, {e.const(s.stages - 2, 'i32')} : i32"), write_base)
-                gpu.cp_async_commit(e)
-                refilled += [v for v, _ in self._load_stage(e.op(f"arith.addi {kt}, {e.i32(depth)} : i32"))]
-                accs = self._wgmma_iteration(kt, read_base, sets[u], accs)
-                read_base, write_base = (self._next_stage(b) for b in (read_base, write_base))
-            types = ["i32", "i32"] + stage_types * depth + ["f32"] * len(accs)
-            e.line(f"scf.yield {', '.join([read_base, write_base] + refilled + accs)} : {', '.join(types)}")
-        gpu.wgmma_wait(e, 0)
-        self._epilogue(loop.results[2 + depth * per_set:])
-        return self._wrap(e.text())
+        def iteration(kt, read_base, write_base, loads, accs):
+            gpu.cp_async_wait(e, s.stages - 3)  # this iteration's stage has landed
+            gpu.fence_proxy_async_shared(e)
+            # ... for every thread; and every warp is past the first wgmma group of the previous
+            # iteration, so the wgmmas of the one before it, which read the stage refilled now, are done
+            gpu.barrier(e)
+            self._copy_a(e.op(f"arith.addi {kt}, {e.const(s.stages - 2, 'i32')} : i32"), write_base)
+            gpu.cp_async_commit(e)
+            refill = self._load_stage(e.op(f"arith.addi {kt}, {e.i32(s.w_prefetch)} : i32"))
+            accs = self._wgmma_iteration(kt, read_base, loads, accs)
+            return accs, refill, self._next_stage(read_base), self._next_stage(write_base)
 
-    def _next_stage(self, base: str) -> str:
-        e = self.e
-        bumped = e.op(f"arith.addi {base}, {e.i32(self.stage_bytes)} : i32")
-        wrapped = e.op(f"arith.cmpi ugt, {bumped}, {e.i32((self.s.stages - 1) * self.stage_bytes)} : i32")
-        return e.op(f"arith.select {wrapped}, {e.i32(0)}, {bumped} : i32")
+        # the stage refilled first is that of iteration stages - 2 (then always kt + stages - 2 = kt - 2)
+        results = self._main_loop((s.stages - 2) * self.stage_bytes, e.const(0.0, "f32"), "f32",
+                                  s.m64_tiles * s.block_m // 2, iteration)
+        gpu.wgmma_wait(e, 0)
+        self._epilogue(results)
+        return self._wrap(e.text())
 
     def _aligned_stages(self):
         """Moves self.smem to the first 1 KB boundary of the dynamic shared memory (the launch adds 1 KB):
