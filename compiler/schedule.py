@@ -133,7 +133,7 @@ def matmul_smem_bytes(cfg, sched: MatmulSchedule) -> int:
     """Dynamic shared memory of a matmul kernel: the A stages, reused after the loop for the K-split
     warps' partial sums (and the split flag)."""
     if sched.wgmma:  # the stages, 1 KB-aligned at run time (the swizzle's atoms), reused for the output tile
-        out_tile = sched.block_m * (sched.block_n * (4 if cfg.out_dtype in ("float32", "int32") else 2) + 16)
+        out_tile = sched.block_m * wgmma_out_row_bytes(cfg, sched)
         return max(sched.stages * wgmma_stage_bytes(cfg, sched), out_tile) + 1024
     reduce_bytes = (sched.warps_k - 1) * sched.warps_n * accumulator_values(sched) * 32 * 4
     stages = sched.stages * a_tile_bytes(cfg, sched.block_m, sched.warps_k, sched.k_unroll) if sched.a_smem else 16
@@ -145,6 +145,12 @@ def wgmma_stage_bytes(cfg, sched: MatmulSchedule) -> int:
     superblock of weights."""
     w = sched.threads * sched.k_unroll * sched.warp_n_tiles * 16 if sched.w_smem else 0
     return a_tile_bytes(cfg, sched.block_m, 1, sched.k_unroll, swizzled=True) + w
+
+
+def wgmma_out_row_bytes(cfg, sched: MatmulSchedule) -> int:
+    """A row of the wgmma kernel's output tile in shared memory: block_n outputs, padded by 16 bytes so
+    that a warp's rows 2 q land on distinct banks."""
+    return sched.block_n * (4 if cfg.out_dtype in ("float32", "int32") else 2) + 16
 
 
 def a_tile_bytes(cfg, block_m: int, warps_k: int = 1, k_unroll: int = 1, swizzled: bool = False) -> int:

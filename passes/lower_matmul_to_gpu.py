@@ -22,7 +22,7 @@ from dataclasses import MISSING, fields
 from typing import Iterator
 
 from lowbit.compiler.schedule import (THREADS, MatmulSchedule, a_tile_bytes, matmul_smem_bytes, split_words,
-                                      wgmma_stage_bytes)
+                                      wgmma_out_row_bytes, wgmma_stage_bytes)
 from lowbit.dialects.lowbit import MATMUL_OP
 from lowbit.formats import format_of
 from lowbit.layout import CHUNK_BYTES, TILE_ROWS, layout_of
@@ -489,8 +489,7 @@ class MatmulKernel:
         e, s = self.e, self.s
         acts = self._activation_operands(sb, stage_base)
         last = s.warp_n_tiles - 1
-        a_ops = [[[w_regs[2 * p][2 * step], w_regs[min(2 * p + 1, last)][2 * step],
-                   w_regs[2 * p][2 * step + 1], w_regs[min(2 * p + 1, last)][2 * step + 1]]
+        a_ops = [[_tile_pair_fragment(lambda nt, r: w_regs[nt][r], 2 * p, min(2 * p + 1, last), step)
                   for p in range(self.pairs)] for step in range(len(acts))]
         slots = [(rg, p, (rg * self.pairs + p) * n_acc) for rg in range(self.row_groups) for p in range(self.pairs)]
         accs = list(accs)
@@ -712,17 +711,18 @@ class MatmulKernel:
 
 
 class WgmmaKernel(MatmulKernel):
-    """The sm_90a prefill kernel: the block's 4 warps form one warpgroup that computes block_n =
+    """The sm_90a prefill kernel: each warpgroup (4 warps; `warpgroups` of them a block) computes
     64 * m64_tiles weight rows x block_m activation rows with wgmma.mma_async m64 n(block_m) k16.
 
     The operands are swapped as in the decode blocks: the weights are wgmma's A, decoded (and scaled) in
     registers straight into its fragments (warp w holds rows 16 w .. 16 w + 15 of each 64-row tile, which
-    are two n8 tiles of the stored layout); the activations are its B, copied with cp.async into
-    shared-memory stages of 128-byte rows under the 128-byte swizzle and read by descriptor. Per
-    iteration: wait for the stage and make it visible to the async proxy, refill the stage the previous
-    iteration read, then per k16 step decode, fence, issue one wgmma per 64-row tile and commit, keeping
-    one group in flight; all groups are waited for before the next iteration's barrier, so that a stage is
-    refilled only when no wgmma reads it. Accumulates in f32."""
+    are two n8 tiles of the stored layout), loaded from global memory or, with w_smem, from the stages;
+    the activations are its B, copied with cp.async into shared-memory stages of 128-byte rows under the
+    128-byte swizzle and read by descriptor. Per iteration: wait for the stage and make it visible to the
+    async proxy, sync, refill the stage two iterations back, then per k16 step decode, fence, issue one
+    wgmma per 64-row tile and commit, keeping one group in flight. At an iteration's barrier every warp
+    is past the first group of the iteration before, so the wgmmas that read the refilled stage are done
+    and the tensor cores never drain. Accumulates in f32."""
 
     def __init__(self, cfg: dict, sched: MatmulSchedule, operands: list[str]):
         super().__init__(cfg, sched, operands)
@@ -746,6 +746,7 @@ class WgmmaKernel(MatmulKernel):
         for st in range(s.stages - 2):
             self._copy_a(self._iteration(st), e.i32(st * self.stage_bytes))
             gpu.cp_async_commit(e)
+
         def iteration(kt, read_base, write_base, loads, accs):
             gpu.cp_async_wait(e, s.stages - 3)  # this iteration's stage has landed
             gpu.fence_proxy_async_shared(e)
@@ -846,11 +847,16 @@ class WgmmaKernel(MatmulKernel):
         of the iteration (a warp's 32 slots are contiguous: conflict-free copies and reads)."""
         return ((j * self.s.warp_n_tiles + nt) * self.s.threads) * 16
 
+    def _w_slots(self, stage_base: str) -> str:
+        """Byte offset of this thread's first weight slot in the stage at `stage_base` (after its A tile)."""
+        e = self.e
+        return e.op(f"arith.addi {e.op(f'arith.addi {stage_base}, {e.i32(self.a_bytes)} : i32')}, "
+                    f"{e.op(f'arith.shli {self.tid}, {e.i32(4)} : i32')} : i32")
+
     def _copy_w(self, kt: str, stage_base: str):
         """Issues the copies of this thread's weights of iteration `kt` into its slots of the stage."""
         e = self.e
-        mine = e.op(f"arith.addi {e.op(f'arith.addi {stage_base}, {e.i32(self.a_bytes)} : i32')}, "
-                    f"{e.op(f'arith.shli {self.tid}, {e.i32(4)} : i32')} : i32")
+        mine = self._w_slots(stage_base)
         for j, sb in enumerate(self._superblocks(kt)):
             for nt, src in enumerate(self._w_pointers(sb)):
                 dst = e.op(f"arith.addi {mine}, {e.i32(self._w_slot(j, nt))} : i32")
@@ -859,8 +865,7 @@ class WgmmaKernel(MatmulKernel):
     def _read_w(self, read_base: str, j: int) -> list[str]:
         """This thread's weight words of superblock `j` of the iteration in the stage at `read_base`."""
         e = self.e
-        mine = e.op(f"arith.addi {e.op(f'arith.addi {read_base}, {e.i32(self.a_bytes)} : i32')}, "
-                    f"{e.op(f'arith.shli {self.tid}, {e.i32(4)} : i32')} : i32")
+        mine = self._w_slots(read_base)
         words = []
         for nt in range(self.s.warp_n_tiles):
             at = gpu.gep(e, self.smem, e.op(f"arith.addi {mine}, {e.i32(self._w_slot(j, nt))} : i32"), gpu.SHARED, "i32")
@@ -921,7 +926,7 @@ class WgmmaKernel(MatmulKernel):
                 k_step = j * steps + step  # k16 step within the iteration's KB columns
                 offset = (k_step // 4) * self.column_block + (k_step % 4) * 32
                 b = e.op(f"arith.addi {desc}, {e.i64(offset >> 4)} : i64")
-                a_frags = [[reg(2 * t + h, 2 * step + k) for k in (0, 1) for h in (0, 1)] for t in range(s.m64_tiles)]
+                a_frags = [_tile_pair_fragment(reg, 2 * t, 2 * t + 1, step) for t in range(s.m64_tiles)]
                 gpu.wgmma_fence(e)
                 for t in range(s.m64_tiles):
                     accs[t] = gpu.wgmma_f16_rs(e, s.block_m, accs[t], a_frags[t], b)
@@ -936,7 +941,7 @@ class WgmmaKernel(MatmulKernel):
         e, s, cfg = self.e, self.s, self.cfg
         out_ty = mlir_type(cfg["out_dtype"])
         size = ELEM_BYTES[out_ty]
-        row_bytes = s.block_n * size + 16  # padded: a warp's rows 2q land on distinct banks
+        row_bytes = wgmma_out_row_bytes(_Cfg(cfg), s)
         gpu.barrier(e)  # every warp's wgmmas are done: the stages are free
         places = self._tile_places()
         two_q = e.op(f"arith.shli {self.q}, {e.i32(1)} : i32")
@@ -997,6 +1002,14 @@ class _Cfg:
 
     def __init__(self, d):
         self.__dict__.update(d)
+
+
+def _tile_pair_fragment(reg, low: int, high: int, step: int) -> list:
+    """The 4 registers of an m16 x k16 A fragment made of n8 weight tiles `low` (rows 0-7) and `high`
+    (rows 8-15) at mma step `step`: (rows 0-7, k-low), (rows 8-15, k-low), (rows 0-7, k-high), (rows
+    8-15, k-high). Each tile's decoded registers are its B fragments, 2 a step (k-low, k-high);
+    `reg(tile, r)` gives register r of a tile."""
+    return [reg(tile, 2 * step + k) for k in (0, 1) for tile in (low, high)]
 
 
 def _splat(e: Emitter, scalar: str) -> str:
