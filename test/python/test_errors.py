@@ -319,7 +319,8 @@ def test_wgmma_schedule_rules():
 
     cfg = MatmulConfig(M=[1, 4096], N=512, K=1024, W_dtype="int4", with_scaling=True, group_size=128)
     assert matmul_schedule(cfg, 4096, "sm_90a").wgmma == 1
-    assert matmul_schedule(cfg, 256, "sm_90a").block_m == 64
+    up_to_256 = matmul_schedule(cfg, 256, "sm_90a")
+    assert up_to_256.wgmma == 1 and up_to_256.block_m == 64
     assert matmul_schedule(cfg, 64, "sm_90a").wgmma == 0
     assert matmul_schedule(cfg, 4096, "sm_80").wgmma == 0
     assert matmul_schedule(cfg, 4096, "sm_90a", wgmma=0).wgmma == 0
