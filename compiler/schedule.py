@@ -27,7 +27,7 @@ class MatmulSchedule:
     k_unroll: int = 1  # superblocks each warp computes per iteration (more work per barrier for 8/16-bit W)
     wgmma: int = 0  # 1 (sm_90a, float A): the warpgroup mma kernel, block_m activation rows as wgmma's n
     warpgroups: int = 1  # wgmma: warpgroups of a block, each over its own weight rows, sharing the A stages
-    w_smem: int = 0  # wgmma: 1 copies each thread's weights into the shared-memory stages with A (cp.async)
+    w_smem: int = 0  # 1 copies each thread's weights into the shared-memory stages with A (cp.async)
 
     @property
     def warps_n(self) -> int:
@@ -56,8 +56,8 @@ class MatmulSchedule:
             raise ValueError(f"schedule wgmma={self.wgmma} is not allowed; allowed: 0, 1")
         if self.warpgroups not in (1, 2) or (self.warpgroups == 2 and not self.wgmma):
             raise ValueError(f"schedule warpgroups={self.warpgroups} is not allowed; allowed: 1, or 2 with wgmma=1")
-        if self.w_smem not in (0, 1) or (self.w_smem and not self.wgmma):
-            raise ValueError(f"schedule w_smem={self.w_smem} is not allowed; allowed: 0, or 1 with wgmma=1")
+        if self.w_smem not in (0, 1) or (self.w_smem and not self.a_smem):
+            raise ValueError(f"schedule w_smem={self.w_smem} is not allowed; allowed: 0, or 1 with a_smem=1")
         if self.wgmma:
             self._check_wgmma()
             return
@@ -65,8 +65,10 @@ class MatmulSchedule:
             raise ValueError(f"schedule block_m={self.block_m} is not allowed; allowed: 8, 16, 32, 64, 128")
         if self.warp_n_tiles not in (1, 2, 4):
             raise ValueError(f"schedule warp_n_tiles={self.warp_n_tiles} is not allowed; allowed: 1, 2, 4")
-        if self.stages not in (2, 3, 4):
-            raise ValueError(f"schedule stages={self.stages} is not allowed; allowed: 2, 3, 4")
+        allowed = (2, 3, 4, 5, 6, 8) if self.w_smem else (2, 3, 4)
+        if self.stages not in allowed:
+            raise ValueError(f"schedule stages={self.stages} is not allowed{' with w_smem=0' * (not self.w_smem)}; "
+                             f"allowed: {', '.join(map(str, allowed))}")
         if self.warps_k not in (1, 2, 4):
             raise ValueError(f"schedule warps_k={self.warps_k} is not allowed; allowed: 1, 2, 4")
         if self.a_smem not in (0, 1):
@@ -134,17 +136,24 @@ def matmul_smem_bytes(cfg, sched: MatmulSchedule) -> int:
     warps' partial sums (and the split flag)."""
     if sched.wgmma:  # the stages, 1 KB-aligned at run time (the swizzle's atoms), reused for the output tile
         out_tile = sched.block_m * wgmma_out_row_bytes(cfg, sched)
-        return max(sched.stages * wgmma_stage_bytes(cfg, sched), out_tile) + 1024
+        return max(sched.stages * stage_bytes(cfg, sched), out_tile) + 1024
     reduce_bytes = (sched.warps_k - 1) * sched.warps_n * accumulator_values(sched) * 32 * 4
-    stages = sched.stages * a_tile_bytes(cfg, sched.block_m, sched.warps_k, sched.k_unroll) if sched.a_smem else 16
+    stages = sched.stages * stage_bytes(cfg, sched) if sched.a_smem else 16
     return max(stages, reduce_bytes, 16)
 
 
-def wgmma_stage_bytes(cfg, sched: MatmulSchedule) -> int:
-    """One stage of the wgmma kernel: the swizzled A tile, then (w_smem) 16 bytes per thread, n8 tile and
-    superblock of weights."""
+def stage_bytes(cfg, sched: MatmulSchedule) -> int:
+    """One shared-memory stage: the A tile, then (w_smem) 16 bytes per thread, n8 tile and superblock of
+    weights."""
     w = sched.threads * sched.k_unroll * sched.warp_n_tiles * 16 if sched.w_smem else 0
-    return a_tile_bytes(cfg, sched.block_m, 1, sched.k_unroll, swizzled=True) + w
+    return stage_a_bytes(cfg, sched) + w
+
+
+def stage_a_bytes(cfg, sched: MatmulSchedule) -> int:
+    """The A tile of a stage: swizzled for wgmma (whose warps never split K), else padded rows."""
+    if sched.wgmma:
+        return a_tile_bytes(cfg, sched.block_m, 1, sched.k_unroll, swizzled=True)
+    return a_tile_bytes(cfg, sched.block_m, sched.warps_k, sched.k_unroll)
 
 
 def wgmma_out_row_bytes(cfg, sched: MatmulSchedule) -> int:

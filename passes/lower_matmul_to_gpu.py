@@ -21,8 +21,8 @@ import math
 from dataclasses import MISSING, fields
 from typing import Iterator
 
-from lowbit.compiler.schedule import (THREADS, MatmulSchedule, a_tile_bytes, matmul_smem_bytes, split_words,
-                                      wgmma_out_row_bytes, wgmma_stage_bytes)
+from lowbit.compiler.schedule import (THREADS, MatmulSchedule, matmul_smem_bytes, split_words, stage_a_bytes,
+                                      stage_bytes, wgmma_out_row_bytes)
 from lowbit.dialects.lowbit import MATMUL_OP
 from lowbit.formats import format_of
 from lowbit.layout import CHUNK_BYTES, TILE_ROWS, layout_of
@@ -55,7 +55,7 @@ class MatmulKernel:
         self.KB = sched.warps_k * self.U * self.SB  # k per block iteration: U superblocks per K-split warp
         self.row_bytes = self.KB * self.abytes + 16  # padded: ldmatrix rows hit distinct banks
         config = _Cfg(cfg)
-        self.stage_bytes = a_tile_bytes(config, sched.block_m, sched.warps_k, sched.k_unroll)
+        self.a_bytes, self.stage_bytes = stage_a_bytes(config, sched), stage_bytes(config, sched)
         self.groups = cfg["K"] // (cfg["K"] if cfg["group_size"] == -1 else cfg["group_size"])
         self.G = cfg["K"] // self.groups
         self.tiles = self.layout.padded(cfg["K"]) // self.SB  # superblocks
@@ -94,9 +94,10 @@ class MatmulKernel:
         if self.fmt.kind in TABLES and not self.int8:
             self._fill_lut()
         self.w_rows = [self._w_row(nt) for nt in range(s.warp_n_tiles)]
-        self.policy = gpu.evict_first_policy(e)
+        if not s.w_smem:
+            self.policy = gpu.evict_first_policy(e)
         for st in range(s.stages - 1 if s.a_smem else 0):
-            self._copy_a(self._iteration(st), e.i32(st * self.stage_bytes))
+            self._copy_stage(self._iteration(st), e.i32(st * self.stage_bytes))
             gpu.cp_async_commit(e)
         zero = {"f16.f32": e.const(0.0, "f32"), "s8.s32": e.const(0, "i32"),
                 "f16.f16": e.const("dense<0.0>", gpu.F16X2)}[self.acc_kind]
@@ -108,7 +109,7 @@ class MatmulKernel:
             """Refills the stage read in the previous iteration (S - 1 ahead), computes on this one, and
             moves on: the stage written next is the one read now."""
             if s.a_smem:
-                self._copy_a(e.op(f"arith.addi {kt}, {e.const(s.stages - 1, 'i32')} : i32"), write_base)
+                self._copy_stage(e.op(f"arith.addi {kt}, {e.const(s.stages - 1, 'i32')} : i32"), write_base)
                 gpu.cp_async_commit(e)
             refill = self._load_stage(e.op(f"arith.addi {kt}, {e.i32(s.w_prefetch)} : i32"))
             if s.a_smem:
@@ -280,10 +281,11 @@ class MatmulKernel:
         return [first] + [e.op(f"arith.addi {first}, {e.i32(j)} : i32", "sb") for j in range(1, self.U)]
 
     def _load_stage(self, kt: str) -> list[tuple[str, str]]:
-        """Issues the loads of iteration `kt`: per superblock, this warp's weights then its raw group
-        parameters, as (value, type) pairs; nothing here waits for them."""
+        """Issues the loads of iteration `kt`: per superblock, this warp's weights (unless they travel
+        through the shared-memory stages, w_smem) then its raw group parameters, as (value, type) pairs;
+        nothing here waits for them."""
         return [v for sb in self._superblocks(kt)
-                for v in [(w, "i32") for w in self._load_w(sb)] + self._load_params(sb)]
+                for v in ([] if self.s.w_smem else [(w, "i32") for w in self._load_w(sb)]) + self._load_params(sb)]
 
     def _w_pointers(self, sb: str) -> Iterator[str]:
         """Per n8 tile, the address of this thread's 16 bytes of superblock `sb` (a 64-byte chunk per
@@ -298,6 +300,44 @@ class MatmulKernel:
     def _load_w(self, sb: str) -> list[str]:
         """The 16 bytes of this thread's superblock `sb` for each of its n8 tiles."""
         return [w for ptr in self._w_pointers(sb) for w in gpu.load_streaming_16(self.e, ptr, self.policy)]
+
+    def _w_slot(self, j: int, nt: int) -> int:
+        """Byte offset, from a stage's weight part, of thread 0's 16 bytes of n8 tile `nt` in superblock `j`
+        of the iteration (a warp's 32 slots are contiguous: conflict-free copies and reads)."""
+        return ((j * self.s.warp_n_tiles + nt) * self.s.threads) * 16
+
+    def _w_slots(self, stage_base: str) -> str:
+        """Byte offset of this thread's first weight slot in the stage at `stage_base` (after its A tile)."""
+        e = self.e
+        return e.op(f"arith.addi {e.op(f'arith.addi {stage_base}, {e.i32(self.a_bytes)} : i32')}, "
+                    f"{e.op(f'arith.shli {self.tid}, {e.i32(4)} : i32')} : i32")
+
+    def _copy_w(self, kt: str, stage_base: str):
+        """Issues the copies of this thread's weights of iteration `kt` into its slots of the stage."""
+        e = self.e
+        mine = self._w_slots(stage_base)
+        for j, sb in enumerate(self._superblocks(kt)):
+            for nt, src in enumerate(self._w_pointers(sb)):
+                dst = e.op(f"arith.addi {mine}, {e.i32(self._w_slot(j, nt))} : i32")
+                gpu.cp_async_16(e, gpu.gep(e, self.smem, dst, gpu.SHARED, "i32"), src, e.i32(16))
+
+    def _read_w(self, read_base: str, j: int) -> list[str]:
+        """This thread's weight words of superblock `j` of the iteration in the stage at `read_base`."""
+        e = self.e
+        mine = self._w_slots(read_base)
+        words = []
+        for nt in range(self.s.warp_n_tiles):
+            at = gpu.gep(e, self.smem, e.op(f"arith.addi {mine}, {e.i32(self._w_slot(j, nt))} : i32"), gpu.SHARED, "i32")
+            v = e.op(f"llvm.load {at} {{alignment = 16 : i64}} : {gpu.SHARED} -> vector<4xi32>", "ws")
+            words += [e.op(f"llvm.extractelement {v}[{e.i32(i)} : i32] : vector<4xi32>", "word") for i in range(4)]
+        return words
+
+    def _copy_stage(self, kt: str, stage_base: str):
+        """Issues the copies of iteration `kt` into the stage at byte `stage_base`: with w_smem this
+        thread's weights, then A."""
+        if self.s.w_smem:
+            self._copy_w(kt, stage_base)
+        self._copy_a(kt, stage_base)
 
     def _copy_a(self, kt: str, stage_base: str):
         """Issues the copy of A's superblock `kt` into the stage at byte `stage_base` of shared memory
@@ -448,7 +488,10 @@ class MatmulKernel:
         base = self.e.op(f"arith.addi {read_base}, {self.ldm_offset} : i32") if self.s.a_smem else None
         for j, sb in enumerate(self._superblocks(kt)):
             a_base = base and self.e.op(f"arith.addi {base}, {self.e.i32(j * self.SB * self.abytes)} : i32")
-            accs = self._compute_superblock(sb, a_base, stage[j * per_unit:(j + 1) * per_unit], accs, n_acc)
+            unit = stage[j * per_unit:(j + 1) * per_unit]
+            if self.s.w_smem:
+                unit = self._read_w(read_base, j) + unit
+            accs = self._compute_superblock(sb, a_base, unit, accs, n_acc)
         return accs
 
     def _compute_superblock(self, sb: str, stage_base: str, stage: list[str], accs: list[str], n_acc: int) -> list[str]:
@@ -728,8 +771,6 @@ class WgmmaKernel(MatmulKernel):
         super().__init__(cfg, sched, operands)
         self.acc_kind = "f16.f32"
         self.scale_after = False
-        self.a_bytes = a_tile_bytes(_Cfg(cfg), sched.block_m, 1, sched.k_unroll, swizzled=True)
-        self.stage_bytes = wgmma_stage_bytes(_Cfg(cfg), sched)
         self.column_block = sched.block_m * gpu.SWIZZLE_BYTES  # one 64-k column of the stage's rows
 
     def emit(self) -> str:
@@ -744,7 +785,7 @@ class WgmmaKernel(MatmulKernel):
         self._aligned_stages()
         self._a_copier()
         for st in range(s.stages - 2):
-            self._copy_a(self._iteration(st), e.i32(st * self.stage_bytes))
+            self._copy_stage(self._iteration(st), e.i32(st * self.stage_bytes))
             gpu.cp_async_commit(e)
 
         def iteration(kt, read_base, write_base, loads, accs):
@@ -753,7 +794,7 @@ class WgmmaKernel(MatmulKernel):
             # ... for every thread; and every warp is past the first wgmma group of the previous
             # iteration, so the wgmmas of the one before it, which read the stage refilled now, are done
             gpu.barrier(e)
-            self._copy_a(e.op(f"arith.addi {kt}, {e.const(s.stages - 2, 'i32')} : i32"), write_base)
+            self._copy_stage(e.op(f"arith.addi {kt}, {e.const(s.stages - 2, 'i32')} : i32"), write_base)
             gpu.cp_async_commit(e)
             refill = self._load_stage(e.op(f"arith.addi {kt}, {e.i32(s.w_prefetch)} : i32"))
             accs = self._wgmma_iteration(kt, read_base, loads, accs)
@@ -836,49 +877,10 @@ class WgmmaKernel(MatmulKernel):
         self.a_chunk = e.op(f"arith.xori {e.op(f'arith.andi {chunk}, {e.i32(7)} : i32')}, "
                             f"{e.op(f'arith.andi {row}, {e.i32(7)} : i32')} : i32", "swz")
 
-    def _load_stage(self, kt: str) -> list[tuple[str, str]]:
-        """With w_smem the weights travel with the A stages, and registers prefetch the group parameters only."""
-        if self.s.w_smem:
-            return [v for sb in self._superblocks(kt) for v in self._load_params(sb)]
-        return super()._load_stage(kt)
-
-    def _w_slot(self, j: int, nt: int) -> int:
-        """Byte offset, from a stage's weight part, of thread 0's 16 bytes of n8 tile `nt` in superblock `j`
-        of the iteration (a warp's 32 slots are contiguous: conflict-free copies and reads)."""
-        return ((j * self.s.warp_n_tiles + nt) * self.s.threads) * 16
-
-    def _w_slots(self, stage_base: str) -> str:
-        """Byte offset of this thread's first weight slot in the stage at `stage_base` (after its A tile)."""
-        e = self.e
-        return e.op(f"arith.addi {e.op(f'arith.addi {stage_base}, {e.i32(self.a_bytes)} : i32')}, "
-                    f"{e.op(f'arith.shli {self.tid}, {e.i32(4)} : i32')} : i32")
-
-    def _copy_w(self, kt: str, stage_base: str):
-        """Issues the copies of this thread's weights of iteration `kt` into its slots of the stage."""
-        e = self.e
-        mine = self._w_slots(stage_base)
-        for j, sb in enumerate(self._superblocks(kt)):
-            for nt, src in enumerate(self._w_pointers(sb)):
-                dst = e.op(f"arith.addi {mine}, {e.i32(self._w_slot(j, nt))} : i32")
-                gpu.cp_async_16(e, gpu.gep(e, self.smem, dst, gpu.SHARED, "i32"), src, e.i32(16))
-
-    def _read_w(self, read_base: str, j: int) -> list[str]:
-        """This thread's weight words of superblock `j` of the iteration in the stage at `read_base`."""
-        e = self.e
-        mine = self._w_slots(read_base)
-        words = []
-        for nt in range(self.s.warp_n_tiles):
-            at = gpu.gep(e, self.smem, e.op(f"arith.addi {mine}, {e.i32(self._w_slot(j, nt))} : i32"), gpu.SHARED, "i32")
-            v = e.op(f"llvm.load {at} {{alignment = 16 : i64}} : {gpu.SHARED} -> vector<4xi32>", "ws")
-            words += [e.op(f"llvm.extractelement {v}[{e.i32(i)} : i32] : vector<4xi32>", "word") for i in range(4)]
-        return words
-
     def _copy_a(self, kt: str, stage_base: str):
         """Issues the copy of iteration `kt`'s block_m x KB tile of A into the swizzled stage at byte
         `stage_base`; chunks past m or K are zero-filled (iterations past the last one copy zeros). With
-        w_smem, the weights of the iteration too."""
-        if self.s.w_smem:
-            self._copy_w(kt, stage_base)
+        """
         e, R = self.e, self.a_rows_per_round
         k = e.op(f"arith.addi {e.op(f'arith.muli {kt}, {e.i32(self.KB)} : i32')}, {self.a_k} : i32")
         k_ok = e.op(f"arith.cmpi ult, {k}, {e.i32(self.K)} : i32")

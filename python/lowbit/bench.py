@@ -1,7 +1,9 @@
 """`lowbit bench matmul`: lowbit kernels against cuBLAS fp16 and torch's int4 kernel, one run on the GPU.
 
 Times are `triton.testing.do_bench` medians (it warms up and flushes L2 between calls); weights also
-rotate over copies that together exceed 2x the L2, so no call finds its weight in cache.
+rotate over copies that together exceed 2x the L2, so no call finds its weight in cache. A second
+table times decode the way a model runs it: calls over those copies back to back in one CUDA graph,
+the time per call (each kernel's launch and memory ramp then overlap the one before it).
 """
 from __future__ import annotations
 
@@ -20,6 +22,8 @@ import torch
 SHAPES = ((8192, 8192), (28672, 8192), (8192, 28672))
 MS = (1, 16, 64, 256, 4096)
 ROTATE_BYTES = 120e6  # > 2x the H100's 50 MB L2
+CHAINED_MS = (1, 16)
+CHAINED_VARIANTS = ("W_UINT4 A_FP16 g128 zeros", "W_INT4 A_FP16 g128", "W_INT2 A_INT8")
 
 VARIANTS = {
     "W_UINT4 A_FP16 g128 zeros": dict(W_dtype="uint4", with_scaling=True, with_zeros=True, group_size=128,
@@ -50,6 +54,24 @@ def _rotating(make, nbytes: int) -> list:
     return [make() for _ in range(max(2, math.ceil(ROTATE_BYTES / max(nbytes, 1))))]
 
 
+def _chained_us(fn, items) -> float:
+    """Time per call of `fn` over `items` (twice over) captured back to back in one CUDA graph: the
+    do_bench median of a replay divided by the calls in it. The calls run once before capture (which
+    builds kernels and lets torch allocate)."""
+    calls = list(items) * 2
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for item in calls:
+            fn(item)
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for item in calls:
+            fn(item)
+    return _median_us(graph.replay) / len(calls)
+
+
 def _cycle(fn, items):
     state = {"i": 0}
 
@@ -60,8 +82,8 @@ def _cycle(fn, items):
     return call
 
 
-def _lowbit_case(name: str, fields: dict, m: int, N: int, K: int, schedule=None):
-    """(time in us, weight bytes) of one lowbit variant."""
+def _lowbit_case(name: str, fields: dict, m: int, N: int, K: int, schedule=None, chained: bool = False):
+    """(time in us, weight bytes) of one lowbit variant; `chained`: per call back to back in a graph."""
     from lowbit import Matmul, MatmulConfig
     from lowbit.formats import format_of
 
@@ -89,17 +111,25 @@ def _lowbit_case(name: str, fields: dict, m: int, N: int, K: int, schedule=None)
     else:
         A = torch.randn(m, K, device="cuda", generator=g).half()
     out = torch.empty(m, N, device="cuda", dtype=getattr(torch, cfg.out_dtype))
-    return _median_us(_cycle(lambda c: op(A, c[0], output=out, **c[1]), copies)), wbytes
+
+    def call(c):
+        return op(A, c[0], output=out, **c[1])
+
+    return (_chained_us(call, copies) if chained else _median_us(_cycle(call, copies))), wbytes
 
 
-def _cublas_fp16(m: int, N: int, K: int) -> float:
+def _cublas_fp16(m: int, N: int, K: int, chained: bool = False) -> float:
     W = torch.randn(N, K, device="cuda").half()
     A = torch.randn(m, K, device="cuda").half()
     copies = _rotating(lambda: W.clone(), W.numel() * 2)
-    return _median_us(_cycle(lambda w: torch.nn.functional.linear(A, w), copies))
+
+    def call(w):
+        return torch.nn.functional.linear(A, w)
+
+    return _chained_us(call, copies) if chained else _median_us(_cycle(call, copies))
 
 
-def _torch_int4(m: int, N: int, K: int) -> float:
+def _torch_int4(m: int, N: int, K: int, chained: bool = False) -> float:
     """torch's tinygemm int4 kernel (bf16 activations, group 128); NaN where this torch lacks it."""
     try:
         q = torch.randint(0, 16, (N, K // 2), device="cuda", dtype=torch.uint8)
@@ -107,10 +137,34 @@ def _torch_int4(m: int, N: int, K: int) -> float:
         sz = torch.rand(K // 128, N, 2, device="cuda").to(torch.bfloat16)
         A = torch.randn(m, K, device="cuda").to(torch.bfloat16)
         copies = _rotating(lambda: packed.clone(), packed.numel() * packed.element_size())
-        return _median_us(_cycle(lambda p: torch.ops.aten._weight_int4pack_mm(A, p, 128, sz), copies))
+
+        def call(p):
+            return torch.ops.aten._weight_int4pack_mm(A, p, 128, sz)
+
+        return _chained_us(call, copies) if chained else _median_us(_cycle(call, copies))
     except Exception as err:  # noqa: BLE001 - reported as n/a with the reason
         print(f"torch int4 kernel unavailable: {err}", file=sys.stderr)
         return float("nan")
+
+
+def chained_decode(shapes, ms, variants, bw: float) -> str:
+    """The decode table of back-to-back calls (see the module docstring): time per call, percent of the
+    copy bandwidth in weight bytes, and speed-ups over cuBLAS and torch's int4 kernel timed the same way."""
+    header = ("| m | N x K | kernel | time per call (us) | % copy BW | x cuBLAS fp16 | x torch int4 |\n"
+              "|---|---|---|---|---|---|---|")
+    print(header)
+    rows = []
+    for N, K in shapes:
+        for m in ms:
+            base, int4 = _cublas_fp16(m, N, K, chained=True), _torch_int4(m, N, K, chained=True)
+            entries = [("cuBLAS fp16 (torch)", base, N * K * 2), ("torch int4 (tinygemm)", int4, N * K // 2)]
+            entries += [(f"lowbit {name}", *_lowbit_case(name, VARIANTS[name], m, N, K, chained=True)) for name in variants]
+            for name, t, nbytes in entries:
+                row = (f"| {m} | {N}x{K} | {name} | {t:.1f} | {100 * nbytes / (t * 1e-6) / bw:.0f} | "
+                       f"{base / t:.2f} | {int4 / t:.2f} |")
+                rows.append(row)
+                print(row, flush=True)
+    return "\n".join([header] + rows)
 
 
 def host_overhead_us() -> tuple:
@@ -225,6 +279,8 @@ def bench_matmul(shapes=SHAPES, ms=MS, variants=None, out_path: str = "BENCHMARK
                 print(row, flush=True)
     if not peers:  # a tuning run: the table only
         return "\n".join([header] + rows)
+    chained_ms = [m for m in ms if m in CHAINED_MS]
+    chained = chained_decode(shapes, chained_ms, [v for v in CHAINED_VARIANTS if v in variants], bw) if chained_ms else ""
     overhead, fastest = host_overhead_us()
     graph = graph_capture_ok()
     first, cached = build_times()
@@ -235,6 +291,9 @@ def bench_matmul(shapes=SHAPES, ms=MS, variants=None, out_path: str = "BENCHMARK
              f"- first build of a kernel: {first:.2f} s; cached load: {cached:.1f} ms\n")
     print(extra)
     table = "\n".join([header] + rows)
+    if chained:
+        extra += ("\nDecode as a model runs it: the calls over the rotating weights back to back in one CUDA "
+                  "graph, time per call (the same for the peers):\n\n" + chained + "\n")
     _write_section(out_path, "Matmul", f"{table}\n\n{extra}", "lowbit bench matmul")
     return table
 

@@ -335,7 +335,21 @@ def test_wgmma_schedule_rules():
     expect(ValueError, ["block_m=32", "64, 128"], lambda: matmul_schedule(cfg, 4096, "sm_90a", block_m=32))
     expect(ValueError, ["split_k"], lambda: matmul_schedule(cfg, 4096, "sm_90a", split_k=2))
     expect(ValueError, ["warpgroups=2", "wgmma=1"], lambda: matmul_schedule(cfg, 4096, "sm_90a", wgmma=0, warpgroups=2))
-    expect(ValueError, ["w_smem=1", "wgmma=1"], lambda: matmul_schedule(cfg, 16, "sm_90a", w_smem=1))
     fp16 = MatmulConfig(M=[4096], N=512, K=1024, W_dtype="float16")
     expect(ValueError, ["k_unroll=1", "k_unroll >= 2"], lambda: matmul_schedule(fp16, 4096, "sm_90a", k_unroll=1))
     expect(ValueError, ["shared memory"], lambda: matmul_schedule(cfg, 4096, "sm_90a", stages=4, k_unroll=2))
+
+
+def test_w_smem_schedule_rules():
+    """Weights through the shared-memory stages (w_smem): decode kernels may take up to 8 stages then,
+    which hold no registers; without w_smem 4; never with A fragments from global memory."""
+    from lowbit.compiler.schedule import matmul_schedule, matmul_smem_bytes
+
+    cfg = MatmulConfig(M=[1, 16], N=512, K=1024, W_dtype="int4", with_scaling=True, group_size=128)
+    plain, deep = matmul_schedule(cfg, 1, "sm_90a"), matmul_schedule(cfg, 1, "sm_90a", w_smem=1, stages=8)
+    assert deep.w_smem == 1 and deep.stages == 8
+    # each stage adds 16 bytes per thread and n8 tile of weights to its A tile
+    per_stage = matmul_smem_bytes(cfg, plain) // plain.stages
+    assert matmul_smem_bytes(cfg, deep) == 8 * (per_stage + 128 * plain.warp_n_tiles * 16)
+    expect(ValueError, ["stages=8", "w_smem=0", "2, 3, 4"], lambda: matmul_schedule(cfg, 16, "sm_90a", stages=8))
+    expect(ValueError, ["w_smem=1", "a_smem=1"], lambda: matmul_schedule(cfg, 16, "sm_90a", w_smem=1, a_smem=0))

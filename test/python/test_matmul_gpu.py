@@ -135,6 +135,30 @@ def test_split_k(fields, schedule, rng, seed):
                          msg=f"{fields} {schedule} m={m} launch {attempt} seed={seed}")
 
 
+W_SMEM_CASES = [
+    # (config fields, schedule overrides): decode kernels whose weights travel through the shared-memory
+    # stages; N with a partial 16-row tile, K not a whole number of iterations
+    (dict(W_dtype="int4", with_scaling=True, group_size=128), dict(w_smem=1, stages=4)),
+    (dict(W_dtype="uint4", with_scaling=True, with_zeros=True, group_size=64, zeros_mode="quantized"),
+     dict(w_smem=1, stages=6)),
+    (dict(W_dtype="nf4"), dict(w_smem=1, stages=3, warps_k=2)),
+    (dict(W_dtype="int2", A_dtype="int8", accum_dtype="int32", out_dtype="int32", with_bias=True), dict(w_smem=1, stages=5)),
+    (dict(W_dtype="int4", with_scaling=True, group_size=32, accum_dtype="float32"), dict(w_smem=1, stages=8, split_k=4, warps_k=1)),
+    (dict(W_dtype="float16"), dict(w_smem=1, stages=4, w_prefetch=1)),
+]
+
+
+@pytest.mark.parametrize("fields,schedule", W_SMEM_CASES, ids=[f"{f['W_dtype']}-{s}" for f, s in W_SMEM_CASES])
+def test_decode_w_smem(fields, schedule, rng, seed):
+    cfg = MatmulConfig(M=[1, 16], N=328, K=1664, **fields)
+    op = Matmul(cfg, schedule=schedule)
+    for m in (1, 7, 16):
+        inp = random_matmul_inputs(cfg, m, "cuda", rng, op=op)
+        out = _poisoned((m, cfg.N), cfg.out_dtype, "cuda")
+        inp.run(op, output=out)
+        assert_close(out, inp.reference(), cfg.out_dtype, cfg.accum_dtype, cfg.K, msg=f"{fields} {schedule} m={m} seed={seed}")
+
+
 def test_split_k_shared_by_layers_and_streams(rng, seed):
     """Two Matmuls of one config share a K-split kernel; on two streams they must not share its workspace."""
     cfg = MatmulConfig(M=[1, 16], N=512, K=2048, W_dtype="int4", with_scaling=True, group_size=128,
@@ -287,3 +311,27 @@ def test_wgmma_prefill(fields, schedule, K, rng, seed):
                      msg=f"{fields} {schedule} m={m} output offset {offset} seed={seed}")
         if offset:
             assert buffer[:offset].isnan().all() if buffer.is_floating_point() else (buffer[:offset] == 77).all()
+
+
+def test_chained_timing_replays_every_call(rng):
+    """The benchmark's back-to-back decode timing captures every call of the chain in its graph: each
+    call counts once, and the replays add whole chains (a graph missing a call would add fewer)."""
+    from lowbit.bench import _chained_us
+
+    cfg = MatmulConfig(M=[1], N=256, K=256, W_dtype="int4", with_scaling=True, group_size=128)
+    op = Matmul(cfg)
+    inp = random_matmul_inputs(cfg, 1, "cuda", rng, op=op)
+    out = torch.empty(1, cfg.N, dtype=torch.float16, device="cuda")
+    counter = torch.zeros((), dtype=torch.int64, device="cuda")
+    items = [0, 1, 2]
+
+    def call(_):
+        inp.run(op, output=out)
+        counter.add_(1)
+
+    t = _chained_us(call, items)
+    torch.cuda.synchronize()
+    calls = int(counter)
+    assert 0 < t < 1e4
+    assert calls > 2 * len(items) and calls % (2 * len(items)) == 0, calls
+    assert_close(out, inp.reference(), "float16", cfg.accum_dtype, cfg.K)
