@@ -7,12 +7,15 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields, replace
 
+from lowbit.compiler.target import target_of
 from lowbit.formats import format_of
 from lowbit.layout import layout_of
 
 SHARED_LIMIT = 48 * 1024  # shared memory per block without an opt-in
 THREADS = 128
 PARAM_REGISTERS = 16  # registers for prefetched group parameters before the schedule trims prefetch
+SPLIT_K_VALUES = (1, 2, 3, 4, 6, 8, 12, 16)
+DECODE_BLOCKS_PER_SM = 3  # the m <= 16 kernel's blocks an SM at 4 bits (168 registers)
 
 
 @dataclass(frozen=True)
@@ -75,8 +78,8 @@ class MatmulSchedule:
             raise ValueError(f"schedule a_smem={self.a_smem} is not allowed; allowed: 0, 1")
         if self.k_unroll not in (1, 2, 4, 8):
             raise ValueError(f"schedule k_unroll={self.k_unroll} is not allowed; allowed: 1, 2, 4, 8")
-        if self.split_k not in (1, 2, 3, 4, 6, 8, 12, 16):
-            raise ValueError(f"schedule split_k={self.split_k} is not allowed; allowed: 1, 2, 3, 4, 6, 8, 12, 16")
+        if self.split_k not in SPLIT_K_VALUES:
+            raise ValueError(f"schedule split_k={self.split_k} is not allowed; allowed: {', '.join(map(str, SPLIT_K_VALUES))}")
         if self.w_prefetch not in (1, 2, 3, 4, 6, 8):
             raise ValueError(f"schedule w_prefetch={self.w_prefetch} is not allowed; allowed: 1, 2, 3, 4, 6, 8")
 
@@ -176,7 +179,8 @@ def matmul_schedule(cfg, bucket: int, target: str, **overrides) -> MatmulSchedul
     Small m (decode) is memory bound. m <= 8: one m8 tile, the 4 warps split K so that a block covers
     few columns and many blocks keep every SM streaming weights, 2 iterations of weights in flight per
     thread. m <= 16: 128 columns a block (the 16 rows of A are read once per 128 weight columns) and
-    K split over up to 4 blocks to keep the block count up. Up to 64 rows: 32 or 64 rows x 64 columns;
+    K split over up to 4 blocks to keep the block count up; a long K over more, up to the blocks one
+    wave holds on the target's reference device. Up to 64 rows: 32 or 64 rows x 64 columns;
     more: 64 or (above 256 rows) 128 rows x 128 columns, 8- and 16-bit weights 128 k per iteration,
     with as many A stages as 48 KB of shared memory holds. Above 64 rows on sm_90a with float A: the
     warpgroup (wgmma) kernel, see wgmma_schedule.
@@ -187,7 +191,11 @@ def matmul_schedule(cfg, bucket: int, target: str, **overrides) -> MatmulSchedul
         block_m, warp_n_tiles, warps_k, prefetch = 8, 2, 4, 2
     elif bucket <= 16:  # 16 rows of A: wide blocks (less A per weight byte), K split over 4 blocks
         block_m, warp_n_tiles, warps_k, prefetch = 16, 4, 1, 2
-        split_k = max(1, min(4, -(-cfg.K // superblock) // 8))  # at least 8 superblocks a split
+        superblocks = -(-cfg.K // superblock)
+        split_k = max(1, min(4, superblocks // 8))  # at least 8 superblocks a split
+        # long K (16 superblocks a split or more): more splits, up to the blocks one wave holds
+        wave = DECODE_BLOCKS_PER_SM * target_of(target).sms // -(-cfg.N // 128)
+        split_k = max([s for s in SPLIT_K_VALUES if split_k < s <= min(superblocks // 16, wave)], default=split_k)
     elif bucket <= 64:
         block_m, warp_n_tiles, warps_k, prefetch = (32 if bucket <= 32 else 64), 2, 1, 1
     else:  # wider tiles, fewer re-reads of A and W from L2: 128 rows above 256 where two A stages fit

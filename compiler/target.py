@@ -8,6 +8,7 @@ from dataclasses import dataclass
 class Target:
     name: str  # 'cpu' or an sm_XX chip name
     features: str = ""  # PTX feature string for the NVVM target
+    sms: int = 0  # multiprocessors of the reference device whose waves the default schedules fill
 
     @property
     def is_gpu(self) -> bool:
@@ -21,10 +22,10 @@ class Target:
 
 TARGETS = {
     "cpu": Target("cpu"),
-    "sm_80": Target("sm_80", "+ptx74"),  # 7.4: createpolicy and L2::cache_hint loads
-    "sm_86": Target("sm_86", "+ptx74"),
-    "sm_89": Target("sm_89", "+ptx78"),
-    "sm_90a": Target("sm_90a", "+ptx80"),
+    "sm_80": Target("sm_80", "+ptx74", 108),  # 7.4: createpolicy and L2::cache_hint loads; A100
+    "sm_86": Target("sm_86", "+ptx74", 84),  # RTX 3090
+    "sm_89": Target("sm_89", "+ptx78", 128),  # RTX 4090
+    "sm_90a": Target("sm_90a", "+ptx80", 132),  # H100 SXM
 }
 
 

@@ -353,3 +353,21 @@ def test_w_smem_schedule_rules():
     assert matmul_smem_bytes(cfg, deep) == 8 * (per_stage + 128 * plain.warp_n_tiles * 16)
     expect(ValueError, ["stages=8", "w_smem=0", "2, 3, 4"], lambda: matmul_schedule(cfg, 16, "sm_90a", stages=8))
     expect(ValueError, ["w_smem=1", "a_smem=1"], lambda: matmul_schedule(cfg, 16, "sm_90a", w_smem=1, a_smem=0))
+
+
+def test_decode_split_k_fills_a_wave():
+    """m <= 16 splits K over up to 4 blocks (8 superblocks a split or more); a long K (16 or more) is
+    split further while one wave of the kernel (3 blocks an SM of the target's reference device) holds
+    the blocks: 8192x28672 on sm_90a (132 SMs) 64 column tiles x 6, on sm_80 (108 SMs) 64 x 4."""
+    from lowbit.compiler.schedule import matmul_schedule
+
+    def split(N, K, target="sm_90a"):
+        cfg = MatmulConfig(M=[16], N=N, K=K, W_dtype="int4", with_scaling=True, group_size=128)
+        return matmul_schedule(cfg, 16, target).split_k
+
+    assert split(8192, 8192) == 4
+    assert split(28672, 8192) == 4
+    assert split(8192, 28672) == 6
+    assert split(8192, 28672, "sm_80") == 4
+    assert split(1024, 16384) == 8
+    assert split(512, 1024) == 1
