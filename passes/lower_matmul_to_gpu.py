@@ -879,8 +879,7 @@ class WgmmaKernel(MatmulKernel):
 
     def _copy_a(self, kt: str, stage_base: str):
         """Issues the copy of iteration `kt`'s block_m x KB tile of A into the swizzled stage at byte
-        `stage_base`; chunks past m or K are zero-filled (iterations past the last one copy zeros). With
-        """
+        `stage_base`; chunks past m or K are zero-filled (iterations past the last one copy zeros)."""
         e, R = self.e, self.a_rows_per_round
         k = e.op(f"arith.addi {e.op(f'arith.muli {kt}, {e.i32(self.KB)} : i32')}, {self.a_k} : i32")
         k_ok = e.op(f"arith.cmpi ult, {k}, {e.i32(self.K)} : i32")

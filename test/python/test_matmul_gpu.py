@@ -17,6 +17,16 @@ def _poisoned(shape, out_dtype: str, device) -> torch.Tensor:
     return torch.full(shape, float("nan"), dtype=TORCH[out_dtype], device=device)
 
 
+def _check_each_m(op, cfg, ms, rng, msg: str) -> None:
+    """Runs `op` on fresh inputs of each m in `ms` into a poisoned output and checks it against the
+    float64 reference."""
+    for m in ms:
+        inp = random_matmul_inputs(cfg, m, "cuda", rng, op=op)
+        out = _poisoned((m, cfg.N), cfg.out_dtype, "cuda")
+        inp.run(op, output=out)
+        assert_close(out, inp.reference(), cfg.out_dtype, cfg.accum_dtype, cfg.K, msg=f"{msg} m={m}")
+
+
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_matmul_matrix_gpu(case, rng, seed):
     cfg = MatmulConfig(**case.cfg)
@@ -152,11 +162,7 @@ W_SMEM_CASES = [
 def test_decode_w_smem(fields, schedule, rng, seed):
     cfg = MatmulConfig(M=[1, 16], N=328, K=1664, **fields)
     op = Matmul(cfg, schedule=schedule)
-    for m in (1, 7, 16):
-        inp = random_matmul_inputs(cfg, m, "cuda", rng, op=op)
-        out = _poisoned((m, cfg.N), cfg.out_dtype, "cuda")
-        inp.run(op, output=out)
-        assert_close(out, inp.reference(), cfg.out_dtype, cfg.accum_dtype, cfg.K, msg=f"{fields} {schedule} m={m} seed={seed}")
+    _check_each_m(op, cfg, (1, 7, 16), rng, f"{fields} {schedule} seed={seed}")
 
 
 def test_split_k_shared_by_layers_and_streams(rng, seed):
@@ -196,11 +202,7 @@ def test_large_m_tiles(fields, wgmma, rng, seed):
         pytest.skip("int8 A always takes the mma.sync kernel")
     cfg = MatmulConfig(M=[256, 1024], N=384 + 8, K=1024, **fields)
     op = Matmul(cfg, schedule=wgmma)
-    for m in (200, 300, 1024):
-        inp = random_matmul_inputs(cfg, m, "cuda", rng, op=op)
-        out = _poisoned((m, cfg.N), cfg.out_dtype, "cuda")
-        inp.run(op, output=out)
-        assert_close(out, inp.reference(), cfg.out_dtype, cfg.accum_dtype, cfg.K, msg=f"{fields} m={m} seed={seed}")
+    _check_each_m(op, cfg, (200, 300, 1024), rng, f"{fields} seed={seed}")
 
 
 UNROLL_CASES = [
@@ -219,11 +221,7 @@ def test_k_unroll(fields, schedule, K, rng, seed):
     kernel at every bucket: wgmma=0)."""
     cfg = MatmulConfig(M=[16, 128], N=200, K=K, **fields)
     op = Matmul(cfg, schedule=dict(schedule, wgmma=0))
-    for m in (3, 16, 77):
-        inp = random_matmul_inputs(cfg, m, "cuda", rng, op=op)
-        out = _poisoned((m, cfg.N), cfg.out_dtype, "cuda")
-        inp.run(op, output=out)
-        assert_close(out, inp.reference(), cfg.out_dtype, cfg.accum_dtype, cfg.K, msg=f"{fields} {schedule} m={m} seed={seed}")
+    _check_each_m(op, cfg, (3, 16, 77), rng, f"{fields} {schedule} seed={seed}")
 
 
 def test_split_k_in_cuda_graph(rng, seed):
