@@ -180,7 +180,7 @@ def matmul_schedule(cfg, bucket: int, target: str, **overrides) -> MatmulSchedul
     few columns and many blocks keep every SM streaming weights, 2 iterations of weights in flight per
     thread. m <= 16: 128 columns a block (the 16 rows of A are read once per 128 weight columns) and
     K split over up to 4 blocks to keep the block count up; a long K over more, up to the blocks one
-    wave holds on the target's reference device. Up to 64 rows: 32 or 64 rows x 64 columns;
+    wave holds on the target's reference device; a wide N over 2 with fewer registers, one wave. Up to 64 rows: 32 or 64 rows x 64 columns;
     more: 64 or (above 256 rows) 128 rows x 128 columns, 8- and 16-bit weights 128 k per iteration,
     with as many A stages as 48 KB of shared memory holds. Above 64 rows on sm_90a with float A: the
     warpgroup (wgmma) kernel, see wgmma_schedule.
@@ -194,8 +194,15 @@ def matmul_schedule(cfg, bucket: int, target: str, **overrides) -> MatmulSchedul
         superblocks = -(-cfg.K // superblock)
         split_k = max(1, min(4, superblocks // 8))  # at least 8 superblocks a split
         # long K (16 superblocks a split or more): more splits, up to the blocks one wave holds
-        wave = DECODE_BLOCKS_PER_SM * target_of(target).sms // -(-cfg.N // 128)
+        sms, tiles = target_of(target).sms, -(-cfg.N // 128)
+        wave = DECODE_BLOCKS_PER_SM * sms // tiles
         split_k = max([s for s in SPLIT_K_VALUES if split_k < s <= min(superblocks // 16, wave)], default=split_k)
+        # wide N, where two splits overflow the wave but fit one of 4 blocks an SM: one iteration of
+        # weights ahead frees the registers for the 4th block (int4: 168 -> 118). Not with zeros or a
+        # decode table, whose kernels then hold 3 or already 5 blocks an SM and measured slower so
+        if 3 * sms < 2 * tiles <= 4 * sms and split_k >= 2 and not cfg.with_zeros and \
+                format_of(cfg.W_dtype).kind in ("int", "uint"):
+            split_k, prefetch = 2, 1
     elif bucket <= 64:
         block_m, warp_n_tiles, warps_k, prefetch = (32 if bucket <= 32 else 64), 2, 1, 1
     else:  # wider tiles, fewer re-reads of A and W from L2: 128 rows above 256 where two A stages fit

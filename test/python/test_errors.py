@@ -366,8 +366,28 @@ def test_decode_split_k_fills_a_wave():
         return matmul_schedule(cfg, 16, target).split_k
 
     assert split(8192, 8192) == 4
-    assert split(28672, 8192) == 4
     assert split(8192, 28672) == 6
     assert split(8192, 28672, "sm_80") == 4
     assert split(1024, 16384) == 8
     assert split(512, 1024) == 1
+
+
+def test_decode_wide_n_fits_one_wave():
+    """m <= 16 with more column tiles than half a wave: integer weights without zeros take one iteration
+    of weights ahead (4 blocks an SM) and 2 splits, one wave; zeros, decode tables and float16 keep the
+    4 splits; so does an N too wide for one wave either way."""
+    from lowbit.compiler.schedule import matmul_schedule
+
+    def sched(N, fields, target="sm_90a"):
+        s = matmul_schedule(MatmulConfig(M=[16], N=N, K=8192, **fields), 16, target)
+        return s.split_k, s.w_prefetch
+
+    int4 = dict(W_dtype="int4", with_scaling=True, group_size=128)
+    assert sched(28672, int4) == (2, 1)
+    assert sched(28672, dict(W_dtype="int2", A_dtype="int8", accum_dtype="int32", out_dtype="int32")) == (2, 1)
+    assert sched(28672, dict(int4, W_dtype="uint4", with_zeros=True)) == (4, 2)
+    assert sched(28672, dict(W_dtype="nf4")) == (4, 2)
+    assert sched(28672, dict(W_dtype="float16")) == (4, 2)
+    assert sched(128256, int4) == (4, 2)
+    assert sched(8192, int4) == (4, 2)
+    assert sched(28672, int4, "sm_80") == (4, 2)  # 108 SMs: 2 x 224 tiles overflow a wave of 4 an SM

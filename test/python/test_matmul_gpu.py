@@ -333,3 +333,14 @@ def test_chained_timing_replays_every_call(rng):
     assert 0 < t < 1e4
     assert calls > 2 * len(items) and calls % (2 * len(items)) == 0, calls
     assert_close(out, inp.reference(), "float16", cfg.accum_dtype, cfg.K)
+
+
+def test_decode_wide_n_default(rng, seed):
+    """The default m <= 16 schedule of a wide N (one wave of 2 K splits with one iteration of weights
+    ahead) computes right, for a full and a partial row tile."""
+    from lowbit.compiler.schedule import matmul_schedule
+
+    cfg = MatmulConfig(M=[16], N=28672, K=2048, W_dtype="int4", with_scaling=True, group_size=128)
+    sched = matmul_schedule(cfg, 16, "sm_90a")
+    assert (sched.split_k, sched.w_prefetch) == (2, 1)
+    _check_each_m(Matmul(cfg), cfg, (16, 5), rng, f"seed={seed}")
