@@ -61,6 +61,8 @@ class MatmulSchedule:
             raise ValueError(f"schedule warpgroups={self.warpgroups} is not allowed; allowed: 1, or 2 with wgmma=1")
         if self.w_smem not in (0, 1) or (self.w_smem and not self.a_smem):
             raise ValueError(f"schedule w_smem={self.w_smem} is not allowed; allowed: 0, or 1 with a_smem=1")
+        if self.k_unroll not in (1, 2, 4, 8):
+            raise ValueError(f"schedule k_unroll={self.k_unroll} is not allowed; allowed: 1, 2, 4, 8")
         if self.wgmma:
             self._check_wgmma()
             return
@@ -76,8 +78,6 @@ class MatmulSchedule:
             raise ValueError(f"schedule warps_k={self.warps_k} is not allowed; allowed: 1, 2, 4")
         if self.a_smem not in (0, 1):
             raise ValueError(f"schedule a_smem={self.a_smem} is not allowed; allowed: 0, 1")
-        if self.k_unroll not in (1, 2, 4, 8):
-            raise ValueError(f"schedule k_unroll={self.k_unroll} is not allowed; allowed: 1, 2, 4, 8")
         if self.split_k not in SPLIT_K_VALUES:
             raise ValueError(f"schedule split_k={self.split_k} is not allowed; allowed: {', '.join(map(str, SPLIT_K_VALUES))}")
         if self.w_prefetch not in (1, 2, 3, 4, 6, 8):
@@ -106,8 +106,6 @@ class MatmulSchedule:
         if self.stages not in (3, 4, 5, 6):
             raise ValueError(f"schedule stages={self.stages} is not allowed with wgmma=1; allowed: 3, 4, 5, 6 "
                              f"(the stage an iteration refills is read by the wgmmas of the one before it)")
-        if self.k_unroll not in (1, 2, 4, 8):
-            raise ValueError(f"schedule k_unroll={self.k_unroll} is not allowed; allowed: 1, 2, 4, 8")
         if self.w_prefetch not in (1, 2, 3, 4):
             raise ValueError(f"schedule w_prefetch={self.w_prefetch} is not allowed with wgmma=1; allowed: 1, 2, 3, 4")
 
@@ -185,7 +183,8 @@ def matmul_schedule(cfg, bucket: int, target: str, **overrides) -> MatmulSchedul
     with as many A stages as 48 KB of shared memory holds. Above 64 rows on sm_90a with float A: the
     warpgroup (wgmma) kernel, see wgmma_schedule.
     """
-    superblock = layout_of(format_of(cfg.W_dtype).bits, cfg.A_dtype).superblock
+    fmt = format_of(cfg.W_dtype)
+    superblock = layout_of(fmt.bits, cfg.A_dtype).superblock
     split_k, stages = 1, 3  # stages: at most this many, as shared memory allows
     if bucket <= 8:  # measured best of the sweeps in docs/perf-notes.md
         block_m, warp_n_tiles, warps_k, prefetch = 8, 2, 4, 2
@@ -200,8 +199,8 @@ def matmul_schedule(cfg, bucket: int, target: str, **overrides) -> MatmulSchedul
         # wide N, where two splits overflow the wave but fit one of 4 blocks an SM: one iteration of
         # weights ahead frees the registers for the 4th block (int4: 168 -> 118). Not with zeros or a
         # decode table, whose kernels then hold 3 or already 5 blocks an SM and measured slower so
-        if 3 * sms < 2 * tiles <= 4 * sms and split_k >= 2 and not cfg.with_zeros and \
-                format_of(cfg.W_dtype).kind in ("int", "uint"):
+        if wave < 2 and 2 * tiles <= (DECODE_BLOCKS_PER_SM + 1) * sms and split_k >= 2 and not cfg.with_zeros \
+                and fmt.kind in ("int", "uint"):
             split_k, prefetch = 2, 1
     elif bucket <= 64:
         block_m, warp_n_tiles, warps_k, prefetch = (32 if bucket <= 32 else 64), 2, 1, 1
