@@ -90,12 +90,7 @@ class MatmulKernel:
     def emit(self) -> str:
         e = self.e = Emitter(indent=6)
         s = self.s
-        self._ids()
-        if self.fmt.kind in TABLES and not self.int8:
-            self._fill_lut()
-        self.w_rows = [self._w_row(nt) for nt in range(s.warp_n_tiles)]
-        if not s.w_smem:
-            self.policy = gpu.evict_first_policy(e)
+        self._prologue()
         for st in range(s.stages - 1 if s.a_smem else 0):
             self._copy_stage(self._iteration(st), e.i32(st * self.stage_bytes))
             gpu.cp_async_commit(e)
@@ -131,6 +126,16 @@ class MatmulKernel:
         else:
             self._reduce_splits(values)
         return self._wrap(e.text())
+
+    def _prologue(self) -> None:
+        """What both kernels set up before their stages: the thread's ids, the decode table (nf4 / fp4
+        with float A), the weight rows' pointers and, for weights loaded to registers, the L2 policy."""
+        self._ids()
+        if self.fmt.kind in TABLES and not self.int8:
+            self._fill_lut()
+        self.w_rows = [self._w_row(nt) for nt in range(self.s.warp_n_tiles)]
+        if not self.s.w_smem:
+            self.policy = gpu.evict_first_policy(self.e)
 
     def _iteration(self, i: int) -> str:
         """Block iteration i of this block's K split."""
@@ -776,12 +781,7 @@ class WgmmaKernel(MatmulKernel):
     def emit(self) -> str:
         e = self.e = Emitter(indent=6)
         s = self.s
-        self._ids()
-        if self.fmt.kind in TABLES:
-            self._fill_lut()
-        self.w_rows = [self._w_row(nt) for nt in range(s.warp_n_tiles)]
-        if not s.w_smem:
-            self.policy = gpu.evict_first_policy(e)
+        self._prologue()
         self._aligned_stages()
         self._a_copier()
         for st in range(s.stages - 2):
