@@ -72,6 +72,12 @@ def _chained_us(fn, items) -> float:
     return _median_us(graph.replay) / len(calls)
 
 
+def _time_us(fn, items, chained: bool) -> float:
+    """Time per call of `fn` over the rotating `items`: alone (do_bench, a call at a time) or back to
+    back in a CUDA graph (`chained`)."""
+    return _chained_us(fn, items) if chained else _median_us(_cycle(fn, items))
+
+
 def _cycle(fn, items):
     state = {"i": 0}
 
@@ -115,7 +121,7 @@ def _lowbit_case(name: str, fields: dict, m: int, N: int, K: int, schedule=None,
     def call(c):
         return op(A, c[0], output=out, **c[1])
 
-    return (_chained_us(call, copies) if chained else _median_us(_cycle(call, copies))), wbytes
+    return _time_us(call, copies, chained), wbytes
 
 
 def _cublas_fp16(m: int, N: int, K: int, chained: bool = False) -> float:
@@ -126,7 +132,7 @@ def _cublas_fp16(m: int, N: int, K: int, chained: bool = False) -> float:
     def call(w):
         return torch.nn.functional.linear(A, w)
 
-    return _chained_us(call, copies) if chained else _median_us(_cycle(call, copies))
+    return _time_us(call, copies, chained)
 
 
 def _torch_int4(m: int, N: int, K: int, chained: bool = False) -> float:
@@ -141,7 +147,7 @@ def _torch_int4(m: int, N: int, K: int, chained: bool = False) -> float:
         def call(p):
             return torch.ops.aten._weight_int4pack_mm(A, p, 128, sz)
 
-        return _chained_us(call, copies) if chained else _median_us(_cycle(call, copies))
+        return _time_us(call, copies, chained)
     except Exception as err:  # noqa: BLE001 - reported as n/a with the reason
         print(f"torch int4 kernel unavailable: {err}", file=sys.stderr)
         return float("nan")
