@@ -297,8 +297,6 @@ def wgmma_schedule(cfg, bucket: int) -> MatmulSchedule:
 
 # dynamic shared memory a block may opt into, per target (cuFuncSetAttribute MAX_DYNAMIC_SHARED_SIZE_BYTES)
 SHARED_OPTIN = {"sm_80": 163 * 1024, "sm_86": 99 * 1024, "sm_89": 99 * 1024, "sm_90a": 227 * 1024}
-# streaming multiprocessors of the usual part of each target (H100 SXM, A100, ...): for wave-size heuristics
-SM_COUNT = {"sm_80": 108, "sm_86": 84, "sm_89": 128, "sm_90a": 132}
 
 
 @dataclass(frozen=True)
@@ -370,23 +368,28 @@ def attention_schedule(cfg, target: str, **overrides) -> AttentionSchedule:
       3 stages) when not causal and that still gives two waves of blocks, else 4 warps (128 rows: a
       smaller causal diagonal, two blocks per SM, 2 stages).
     dim <= 256: 64 query rows on 4 warps, 32-key tiles.
+    Where the target's shared memory per block is smaller (sm_80: 163 KB, sm_86/89: 99 KB), the
+    8-warp schedule falls back to 4 warps and the K/V tiles halve until the block fits.
     """
+    limit = SHARED_OPTIN.get(target, SHARED_LIMIT)
     if cfg.dim <= 64:
         sched = AttentionSchedule(block_q=128, block_kv=64, warps=4, stages=3, q_in_regs=True, overlap=True)
     elif cfg.dim <= 128:
         blocks_256 = -(-cfg.seq_len // 256) * cfg.batch * cfg.heads
-        if not cfg.is_causal and blocks_256 >= 2 * SM_COUNT.get(target, 108):
-            sched = AttentionSchedule(block_q=256, block_kv=64, warps=8, stages=3, q_in_regs=False)
+        wide = AttentionSchedule(block_q=256, block_kv=64, warps=8, stages=3, q_in_regs=False)
+        if not cfg.is_causal and blocks_256 >= 2 * target_of(target).sms and attention_smem_bytes(cfg, wide) <= limit:
+            sched = wide
         else:
             sched = AttentionSchedule(block_q=128, block_kv=64, warps=4, stages=2, q_in_regs=False)
     else:
         sched = AttentionSchedule(block_q=64, block_kv=32, warps=4, stages=2, q_in_regs=False)
+    while sched.block_kv > 16 and attention_smem_bytes(cfg, sched) > limit:
+        sched = replace(sched, block_kv=sched.block_kv // 2)
     unknown = set(overrides) - {f.name for f in fields(AttentionSchedule)}
     if unknown:
         raise ValueError(f"unknown schedule fields {sorted(unknown)}; allowed: {[f.name for f in fields(AttentionSchedule)]}")
     sched = replace(sched, **overrides)
     sched.check()
-    limit = SHARED_OPTIN.get(target, SHARED_LIMIT)
     if attention_smem_bytes(cfg, sched) > limit:
         raise ValueError(f"schedule {sched} needs {attention_smem_bytes(cfg, sched)} bytes of shared memory, "
                          f"more than the {limit} a block may use on {target}")

@@ -391,3 +391,22 @@ def test_decode_wide_n_fits_one_wave():
     assert sched(128256, int4) == (4, 2)
     assert sched(8192, int4) == (4, 2)
     assert sched(28672, int4, "sm_80") == (4, 2)  # 108 SMs: 2 x 224 tiles overflow a wave of 4 an SM
+
+
+def test_attention_default_fits_every_target():
+    """The default attention schedule fits the shared memory a block may use on every target: where the
+    H100's choice does not (head dim 128 on sm_80's 163 KB with 8 warps, on sm_86/89's 99 KB with 64-key
+    tiles), 4 warps and smaller K/V tiles; the H100 keeps its measured choice."""
+    from lowbit.compiler.schedule import SHARED_OPTIN, attention_schedule, attention_smem_bytes
+
+    for target, limit in SHARED_OPTIN.items():
+        for dim in (64, 80, 128, 256):
+            for causal in (False, True):
+                for batch, seq_len in ((1, 512), (8, 8192)):
+                    cfg = FlashAttenConfig(batch=batch, heads=32, seq_len=seq_len, dim=dim, is_causal=causal)
+                    assert attention_smem_bytes(cfg, attention_schedule(cfg, target)) <= limit, (target, cfg)
+    big = FlashAttenConfig(batch=8, heads=32, seq_len=8192, dim=128)
+    assert (attention_schedule(big, "sm_90a").warps, attention_schedule(big, "sm_90a").block_kv) == (8, 64)
+    assert (attention_schedule(big, "sm_80").warps, attention_schedule(big, "sm_80").block_kv) == (4, 64)
+    assert (attention_schedule(big, "sm_86").warps, attention_schedule(big, "sm_86").block_kv) == (4, 32)
+    expect(ValueError, ["shared memory", "sm_86"], lambda: attention_schedule(big, "sm_86", block_kv=64))

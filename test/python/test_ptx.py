@@ -80,12 +80,13 @@ def test_matmul_split_k_ptx_assembles(W, A, mode, tmp_path):
 
 
 @needs_ptxas
-@pytest.mark.parametrize("dim,causal,layout", [(64, False, "nnn"), (128, True, "ntn"), (80, False, "nnn")])
-def test_attention_ptx_assembles(dim, causal, layout, tmp_path):
+@pytest.mark.parametrize("dim,causal,layout,target", [(64, False, "nnn", "sm_90a"), (128, True, "ntn", "sm_90a"),
+                                                     (80, False, "nnn", "sm_90a"), (128, False, "nnn", "sm_86")])
+def test_attention_ptx_assembles(dim, causal, layout, target, tmp_path):
     cfg = FlashAttenConfig(batch=1, heads=4, seq_len=256, dim=dim, is_causal=causal, layout=layout)
-    ptx = gpu_pipeline.emit("attention", cfg, "sm_90a", "ptx", attention_schedule(cfg, "sm_90a"))
+    ptx = gpu_pipeline.emit("attention", cfg, target, "ptx", attention_schedule(cfg, target))
     assert "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32" in ptx and "ldmatrix" in ptx
-    _assemble(ptx, "sm_90a", tmp_path)
+    _assemble(ptx, target, tmp_path)
 
 
 def test_cpu_kernel_builds_within_budget():
