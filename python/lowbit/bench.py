@@ -1,7 +1,8 @@
 """`lowbit bench matmul`: lowbit kernels against cuBLAS fp16 and torch's int4 kernel, one run on the GPU.
 
-Times are `triton.testing.do_bench` medians (it warms up and flushes L2 between calls); weights also
-rotate over copies that together exceed 2x the L2, so no call finds its weight in cache. A second
+Times are medians of CUDA events around each call, after a warm-up. Weights rotate over copies that
+together exceed 2x the L2, so no call finds its weight in cache; the L2 is not flushed otherwise
+(see `_median_us`). A second
 table times decode the way a model runs it: calls over those copies back to back in one CUDA graph,
 the time per call (each kernel's launch and memory ramp then overlap the one before it).
 """
@@ -37,10 +38,37 @@ VARIANTS = {
 }
 
 
-def _median_us(fn) -> float:
-    from triton.testing import do_bench
+SPIN_CYCLES = 200_000  # about 100 us of GPU clock: longer than the host takes to queue one call
 
-    return do_bench(fn, warmup=25, rep=100, return_mode="median") * 1e3
+
+def _median_us(fn, warmup_ms: float = 25, rep_ms: float = 100) -> float:
+    """Median time in us of `fn` between CUDA events around each call, after warm-up calls.
+
+    Before each call the GPU spins (torch.cuda._sleep) while the host queues the call, so the call
+    starts without a launch gap and meets no other memory traffic. triton's do_bench flushes L2
+    with a 256 MB memset instead, which leaves the L2 full of dirty lines that the timed call then
+    writes back: that charged a 33.6 MB read up to 3 us (docs/perf-notes.md, variant 25)."""
+    fn()
+    torch.cuda.synchronize()
+    probe = [torch.cuda.Event(enable_timing=True) for _ in range(2)]
+    probe[0].record()
+    for _ in range(5):
+        fn()
+    probe[1].record()
+    torch.cuda.synchronize()
+    estimate_ms = max(probe[0].elapsed_time(probe[1]) / 5, 1e-3)
+    for _ in range(max(1, int(warmup_ms / estimate_ms))):
+        fn()
+    reps = min(1000, max(10, int(rep_ms / estimate_ms)))
+    starts = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
+    ends = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
+    for start, end in zip(starts, ends):
+        torch.cuda._sleep(SPIN_CYCLES)
+        start.record()
+        fn()
+        end.record()
+    torch.cuda.synchronize()
+    return statistics.median(s.elapsed_time(e) for s, e in zip(starts, ends)) * 1e3
 
 
 def copy_bandwidth() -> float:
@@ -56,7 +84,7 @@ def _rotating(make, nbytes: int) -> list:
 
 def _chained_us(fn, items) -> float:
     """Time per call of `fn` over `items` (twice over) captured back to back in one CUDA graph: the
-    do_bench median of a replay divided by the calls in it. The calls run once before capture (which
+    median of a replay divided by the calls in it. The calls run once before capture (which
     builds kernels and lets torch allocate)."""
     calls = list(items) * 2
     stream = torch.cuda.Stream()
@@ -73,7 +101,7 @@ def _chained_us(fn, items) -> float:
 
 
 def _time_us(fn, items, chained: bool) -> float:
-    """Time per call of `fn` over the rotating `items`: alone (do_bench, a call at a time) or back to
+    """Time per call of `fn` over the rotating `items`: alone (a call at a time) or back to
     back in a CUDA graph (`chained`)."""
     return _chained_us(fn, items) if chained else _median_us(_cycle(fn, items))
 
@@ -300,7 +328,10 @@ def bench_matmul(shapes=SHAPES, ms=MS, variants=None, out_path: str = "BENCHMARK
     if chained:
         extra += ("\nDecode as a model runs it: the calls over the rotating weights back to back in one CUDA "
                   "graph, time per call (the same for the peers):\n\n" + chained + "\n")
-    _write_section(out_path, "Matmul", f"{table}\n\n{extra}", "lowbit bench matmul")
+    method = ("Each time is the median of CUDA events around single calls, after a warm-up; the GPU spins "
+              "before each call (no launch gap, no L2 flush: weights rotate over copies that exceed 2x the "
+              "L2, so no call finds its weights cached). Peers are timed the same way in the same run.\n\n")
+    _write_section(out_path, "Matmul", f"{method}{table}\n\n{extra}", "lowbit bench matmul")
     return table
 
 
