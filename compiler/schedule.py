@@ -198,9 +198,10 @@ def matmul_schedule(cfg, bucket: int, target: str, **overrides) -> MatmulSchedul
         split_k = max([s for s in SPLIT_K_VALUES if split_k < s <= min(superblocks // 16, wave)], default=split_k)
         # wide N, where two splits overflow the wave but fit one of 4 blocks an SM: one iteration of
         # weights ahead frees the registers for the 4th block (int4: 168 -> 118). Not with zeros or a
-        # decode table, whose kernels then hold 3 or already 5 blocks an SM and measured slower so
+        # decode table, whose kernels then hold 3 or already 5 blocks an SM and measured slower so; nor
+        # where the group parameters already hold the prefetch to 1 (int4 g32, 2-bit g32: nothing to free)
         if wave < 2 and 2 * tiles <= (DECODE_BLOCKS_PER_SM + 1) * sms and split_k >= 2 and not cfg.with_zeros \
-                and fmt.kind in ("int", "uint"):
+                and fmt.kind in ("int", "uint") and 2 * param_words(cfg, warp_n_tiles) <= PARAM_REGISTERS:
             split_k, prefetch = 2, 1
     elif bucket <= 64:
         block_m, warp_n_tiles, warps_k, prefetch = (32 if bucket <= 32 else 64), 2, 1, 1

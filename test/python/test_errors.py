@@ -375,7 +375,8 @@ def test_decode_split_k_fills_a_wave():
 def test_decode_wide_n_fits_one_wave():
     """m <= 16 with more column tiles than half a wave: integer weights without zeros take one iteration
     of weights ahead (4 blocks an SM) and 2 splits, one wave; zeros, decode tables and float16 keep the
-    4 splits; so does an N too wide for one wave either way."""
+    4 splits; so does an N too wide for one wave either way, and small groups, whose parameters already
+    hold the prefetch to one iteration (no registers to free for a 4th block)."""
     from lowbit.compiler.schedule import matmul_schedule
 
     def sched(N, fields, target="sm_90a"):
@@ -384,6 +385,8 @@ def test_decode_wide_n_fits_one_wave():
 
     int4 = dict(W_dtype="int4", with_scaling=True, group_size=128)
     assert sched(28672, int4) == (2, 1)
+    assert sched(28672, dict(int4, group_size=64)) == (2, 1)
+    assert sched(28672, dict(int4, group_size=32)) == (4, 1)  # the parameters already hold the prefetch to 1
     assert sched(28672, dict(W_dtype="int2", A_dtype="int8", accum_dtype="int32", out_dtype="int32")) == (2, 1)
     assert sched(28672, dict(int4, W_dtype="uint4", with_zeros=True)) == (4, 2)
     assert sched(28672, dict(W_dtype="nf4")) == (4, 2)

@@ -349,12 +349,13 @@ def test_alone_timing_excludes_the_spin():
     assert 3.0 < long / short < 5.0, (short, long)
 
 
-def test_decode_wide_n_default(rng, seed):
+@pytest.mark.parametrize("group_size,K,expected", [(128, 2048, (2, 1)), (32, 4096, (4, 1))])
+def test_decode_wide_n_default(group_size, K, expected, rng, seed):
     """The default m <= 16 schedule of a wide N (one wave of 2 K splits with one iteration of weights
-    ahead) computes right, for a full and a partial row tile."""
+    ahead; with small groups 4 splits) computes right, for a full and a partial row tile."""
     from lowbit.compiler.schedule import matmul_schedule
 
-    cfg = MatmulConfig(M=[16], N=28672, K=2048, W_dtype="int4", with_scaling=True, group_size=128)
+    cfg = MatmulConfig(M=[16], N=28672, K=K, W_dtype="int4", with_scaling=True, group_size=group_size)
     sched = matmul_schedule(cfg, 16, "sm_90a")
-    assert (sched.split_k, sched.w_prefetch) == (2, 1)
+    assert (sched.split_k, sched.w_prefetch) == expected
     _check_each_m(Matmul(cfg), cfg, (16, 5), rng, f"seed={seed}")
