@@ -1,10 +1,10 @@
 """`lowbit bench matmul`: lowbit kernels against cuBLAS fp16 and torch's int4 kernel, one run on the GPU.
 
-Times are medians of CUDA events around each call, after a warm-up. Weights rotate over copies that
-together exceed 2x the L2, so no call finds its weight in cache; the L2 is not flushed otherwise
-(see `_median_us`). A second
-table times decode the way a model runs it: calls over those copies back to back in one CUDA graph,
-the time per call (each kernel's launch and memory ramp then overlap the one before it).
+Times are medians of CUDA events around each call, after a warm-up (`median_us`). Weights rotate
+over copies that together exceed 2x the L2, so no call finds its weight in cache; the L2 is not
+flushed otherwise. A second table times decode the way a model runs it: calls over those copies back
+to back in one CUDA graph, the time per call (each kernel's launch and memory ramp then overlap the
+one before it).
 """
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ VARIANTS = {
 SPIN_CYCLES = 200_000  # about 100 us of GPU clock: longer than the host takes to queue one call
 
 
-def _median_us(fn, warmup_ms: float = 25, rep_ms: float = 100) -> float:
+def median_us(fn, warmup_ms: float = 25, rep_ms: float = 100) -> float:
     """Median time in us of `fn` between CUDA events around each call, after warm-up calls.
 
     Before each call the GPU spins (torch.cuda._sleep) while the host queues the call, so the call
@@ -75,7 +75,7 @@ def copy_bandwidth() -> float:
     """Measured device-to-device copy bandwidth in bytes/s (bytes read plus bytes written)."""
     src = torch.empty(1 << 30, dtype=torch.uint8, device="cuda")
     dst = torch.empty_like(src)
-    return 2 * src.numel() / (_median_us(lambda: dst.copy_(src)) * 1e-6)
+    return 2 * src.numel() / (median_us(lambda: dst.copy_(src)) * 1e-6)
 
 
 def _rotating(make, nbytes: int) -> list:
@@ -97,13 +97,13 @@ def _chained_us(fn, items) -> float:
     with torch.cuda.graph(graph):
         for item in calls:
             fn(item)
-    return _median_us(graph.replay) / len(calls)
+    return median_us(graph.replay) / len(calls)
 
 
 def _time_us(fn, items, chained: bool) -> float:
     """Time per call of `fn` over the rotating `items`: alone (a call at a time) or back to
     back in a CUDA graph (`chained`)."""
-    return _chained_us(fn, items) if chained else _median_us(_cycle(fn, items))
+    return _chained_us(fn, items) if chained else median_us(_cycle(fn, items))
 
 
 def _cycle(fn, items):

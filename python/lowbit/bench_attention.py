@@ -1,11 +1,12 @@
 """`lowbit bench attention`: FlashAtten on the GPU timed against torch SDPA in the same run.
 
-For every benchmark shape (batch, heads, seq_len, dim, causal) it times, with triton.testing.do_bench
-medians after a warm-up, lowbit's kernel ('nnn' layout, Q/K/V as [batch, seq_len, heads, dim]), torch's
-scaled_dot_product_attention with its default backend choice and with the FLASH_ATTENTION backend
-(both on [batch, heads, seq_len, dim] views of the same tensors, the strided layout these backends take
-natively). TFLOP/s counts 4 * batch * heads * seq_len^2 * dim, halved when causal. The lowbit output is
-checked against the FLASH_ATTENTION one before timing. The table replaces the "## Attention" section
+For every benchmark shape (batch, heads, seq_len, dim, causal) it times lowbit's kernel ('nnn' layout,
+Q/K/V as [batch, seq_len, heads, dim]), torch's scaled_dot_product_attention with its default backend
+choice and with the FLASH_ATTENTION backend (both on [batch, heads, seq_len, dim] views of the same
+tensors, the strided layout these backends take natively), as medians of CUDA events after a warm-up
+(`lowbit.bench.median_us`, the matmul benchmark's timing). TFLOP/s counts 4 * batch * heads *
+seq_len^2 * dim, halved when causal. The lowbit output is checked against the FLASH_ATTENTION one
+before timing. The table replaces the "## Attention" section
 of BENCHMARKS.md.
 """
 from __future__ import annotations
@@ -30,11 +31,10 @@ def flops(batch, heads, seq_len, dim, causal) -> float:
 
 
 def _bench(fn) -> float:
-    """Median milliseconds of `fn` (triton's do_bench: warm-up, L2 flushed between runs)."""
-    import triton.testing
+    """Median milliseconds of `fn` (warm-up calls first, which also compile and load)."""
+    from lowbit.bench import median_us
 
-    fn()  # warm-up: compile / load / autotune outside the timing
-    return triton.testing.do_bench(fn, warmup=50, rep=300, return_mode="median")
+    return median_us(fn, warmup_ms=50, rep_ms=300) / 1e3
 
 
 def bench_shape(shape, schedule: dict = None, baselines: bool = True) -> list:
@@ -120,7 +120,7 @@ def bench_attention(out_path="BENCHMARKS.md", shapes=SHAPES) -> str:
     section = (f"## Attention\n\n"
                f"{datetime.date.today().isoformat()}, `{COMMAND}`, {device}, torch {torch.__version__}. "
                f"float16 Q/K/V [batch, seq_len, heads, dim] (layout 'nnn'), float32 softmax; medians of "
-               f"triton.testing.do_bench after a warm-up, all implementations timed in the same run. "
+               f"CUDA events around single calls after a warm-up (no L2 flush), all implementations timed in the same run. "
                f"TFLOP/s = 4 * B * H * S^2 * D / time, halved when causal. The last column is the speed "
                f"relative to torch's FLASH_ATTENTION backend (higher is faster).\n\n{body}\n")
     print(body)

@@ -339,12 +339,12 @@ def test_alone_timing_excludes_the_spin():
     """The benchmark's alone timing measures the call between its events, not the spin that keeps the
     GPU busy before it: a call that waits 4x as long measures about 4x as long, and a tiny call far
     less than the spin."""
-    from lowbit.bench import SPIN_CYCLES, _median_us
+    from lowbit.bench import SPIN_CYCLES, median_us
 
     x = torch.zeros(1, device="cuda")
-    tiny = _median_us(lambda: x.add_(1), warmup_ms=5, rep_ms=20)
-    short = _median_us(lambda: torch.cuda._sleep(SPIN_CYCLES // 4), warmup_ms=5, rep_ms=20)
-    long = _median_us(lambda: torch.cuda._sleep(SPIN_CYCLES), warmup_ms=5, rep_ms=20)
+    tiny = median_us(lambda: x.add_(1), warmup_ms=5, rep_ms=20)
+    short = median_us(lambda: torch.cuda._sleep(SPIN_CYCLES // 4), warmup_ms=5, rep_ms=20)
+    long = median_us(lambda: torch.cuda._sleep(SPIN_CYCLES), warmup_ms=5, rep_ms=20)
     assert tiny < 0.5 * short, (tiny, short)
     assert 3.0 < long / short < 5.0, (short, long)
 
