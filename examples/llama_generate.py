@@ -228,6 +228,8 @@ def write_section(path: Path, text: str) -> None:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
+    if args.new_tokens < 2:
+        fail(f"--new-tokens must be at least 2 (the decode steps after the first token are timed), got {args.new_tokens}")
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         fail("CUDA is not available: this example measures the GPU kernels and needs an NVIDIA GPU "
