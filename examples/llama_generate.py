@@ -104,6 +104,11 @@ def logits_of(model, ids):
     return model(input_ids=ids).logits.float()
 
 
+def agreeing_prefix(a, b) -> int:
+    """How many leading token positions two [batch, tokens] tensors agree on in every row."""
+    return int((a == b).all(0).long().cumprod(0).sum())
+
+
 def compare(a, b) -> dict:
     diff = a - b
     return {"max_abs": float(diff.abs().max()), "rel": float(diff.norm() / b.norm()),
@@ -208,8 +213,8 @@ def time_graph_decode(model, ids, new_tokens: int, repeats: int):
     runs = [dec.decode() for _ in range(repeats + 1)][1:]  # the first replays warm up
     tokens = runs[-1][0]
     if not torch.equal(tokens, eager_tokens):
-        agree = int((tokens == eager_tokens).all(0).long().cumprod(0).sum())
-        fail(f"graph decoding produced other tokens than the same steps run eagerly (equal for {agree} of "
+        fail(f"graph decoding produced other tokens than the same steps run eagerly (equal for "
+             f"{agreeing_prefix(tokens, eager_tokens)} of "
              f"{new_tokens}): the captured step does not replay its updates")
     times = [t for _, t in runs]
     return tokens, statistics.median(times), times
@@ -276,7 +281,7 @@ def main(argv=None) -> None:
     out_q, t_q, times_q = time_generate(qmodel, ids, args.new_tokens, args.repeats, device)
     out_d = generate(deq, ids, args.new_tokens)
     new = slice(args.prompt_len, None)
-    same_prefix = int((out_q[:, new] == out_d[:, new]).all(0).long().cumprod(0).sum())
+    same_prefix = agreeing_prefix(out_q[:, new], out_d[:, new])
     tok = args.batch * args.new_tokens
     rows = [("fp16 (torch.nn.Linear)", linear_weight_bytes(model), t_f, times_f),
             (f"lowbit {args.W_dtype} A_fp16 g{args.group_size}, accum {args.accum_dtype}",
@@ -291,15 +296,16 @@ def main(argv=None) -> None:
         dec_q, _ = GraphDecode(qmodel, ids, args.new_tokens).decode(eager=True)  # the plumbing only
         if not torch.equal(dec_q, out_q[:, new]):
             print("note: static-cache decoding and generate differ in rounding here; tokens equal for the first "
-                  f"{int((dec_q == out_q[:, new]).all(0).long().cumprod(0).sum())}/{args.new_tokens}")
+                  f"{agreeing_prefix(dec_q, out_q[:, new])}/{args.new_tokens}")
         return
     _, g_f, g_times_f = time_graph_decode(model, ids, args.new_tokens, args.repeats)
     g_tok_q, g_q, g_times_q = time_graph_decode(qmodel, ids, args.new_tokens, args.repeats)
-    g_same = int((g_tok_q == out_q[:, new]).all(0).long().cumprod(0).sum())
-    ideal = [linear_weight_bytes(m) / 3.0e12 for m in (model, qmodel)]
-    graph_rows = [(rows[0][0], rows[0][1], g_f, g_times_f, ideal[0]), (rows[1][0], rows[1][1], g_q, g_times_q, ideal[1])]
+    g_same = agreeing_prefix(g_tok_q, out_q[:, new])
+    # (name, s/token, each run's, the Linear weights' bytes at 3.0 TB/s)
+    graph_rows = [(name, t, times, nbytes / 3.0e12)
+                  for (name, nbytes, _, _), t, times in zip(rows, (g_f, g_q), (g_times_f, g_times_q))]
     print(f"\ndecode steps in a CUDA graph (static KV cache):\n{'model':48} {'ms/token':>9} {'tokens/s':>10}")
-    for name, _, t, _, _ in graph_rows:
+    for name, t, _, _ in graph_rows:
         print(f"{name:48} {1e3 * t:>9.3f} {args.batch / t:>10.1f}")
     print(f"speed-up: {g_f / g_q:.2f}x; the quantized model's graph tokens equal its generate tokens for the "
           f"first {g_same}/{args.new_tokens}")
@@ -336,7 +342,7 @@ def main(argv=None) -> None:
               f"column is the Linear weights' bytes at 3.0 TB/s, the time a step needs to read them once.", "",
               "| model | ms/token | tokens/s | runs (ms/token) | weights at 3.0 TB/s (ms) |",
               "|---|---:|---:|---|---:|"]
-    for name, _, t, times, ideal_s in graph_rows:
+    for name, t, times, ideal_s in graph_rows:
         lines.append(f"| {name} | {1e3 * t:.3f} | {args.batch / t:.1f} | {', '.join(f'{1e3 * x:.3f}' for x in times)} | "
                      f"{1e3 * ideal_s:.3f} |")
     lines += ["", f"Speed-up in the graph {g_f / g_q:.2f}x. The quantized model's graph tokens equal its `generate` "

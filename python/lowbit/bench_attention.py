@@ -6,8 +6,7 @@ choice and with the FLASH_ATTENTION backend (both on [batch, heads, seq_len, dim
 tensors, the strided layout these backends take natively), as medians of CUDA events after a warm-up
 (`lowbit.bench.median_us`, the matmul benchmark's timing). TFLOP/s counts 4 * batch * heads *
 seq_len^2 * dim, halved when causal. The lowbit output is checked against the FLASH_ATTENTION one
-before timing. The table replaces the "## Attention" section
-of BENCHMARKS.md.
+before timing. The table replaces the "## Attention" section of BENCHMARKS.md.
 """
 from __future__ import annotations
 
