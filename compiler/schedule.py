@@ -31,6 +31,10 @@ class MatmulSchedule:
     wgmma: int = 0  # 1 (sm_90a, float A): the warpgroup mma kernel, block_m activation rows as wgmma's n
     warpgroups: int = 1  # wgmma: warpgroups of a block, each over its own weight rows, sharing the A stages
     w_smem: int = 0  # 1 copies each thread's weights into the shared-memory stages with A (cp.async)
+    # decode blocks (block_m <= 16) with float A and scaling: 1 folds each group's scale (and zero) into
+    # f32 sums after the mma, 0 dequantizes the weights to f16 before it (fewer registers where a
+    # superblock holds several groups; the dequantized weight is then rounded to f16)
+    scale_after: int = 1
 
     @property
     def warps_n(self) -> int:
@@ -63,6 +67,9 @@ class MatmulSchedule:
             raise ValueError(f"schedule w_smem={self.w_smem} is not allowed; allowed: 0, or 1 with a_smem=1")
         if self.k_unroll not in (1, 2, 4, 8):
             raise ValueError(f"schedule k_unroll={self.k_unroll} is not allowed; allowed: 1, 2, 4, 8")
+        if self.scale_after not in (0, 1) or (not self.scale_after and (self.wgmma or self.block_m > 16)):
+            raise ValueError(f"schedule scale_after={self.scale_after} is not allowed here; allowed: 1, or 0 with "
+                             f"wgmma=0 and block_m <= 16 (only decode blocks fold scales after the mma)")
         if self.wgmma:
             self._check_wgmma()
             return

@@ -76,7 +76,7 @@ class MatmulKernel:
         # swapped with float A and scaling: the mma sums decoded codes of one group in f32 and the scale
         # (and zero) apply to the sum, 1-2 f32 fmas per group instead of an f16 multiply per weight pair;
         # f32 accumulation is as fast as f16 on sm_80+, so this holds for accum_dtype float16 too
-        self.scale_after = self.swapped and not self.int8 and cfg["with_scaling"]
+        self.scale_after = self.swapped and not self.int8 and cfg["with_scaling"] and bool(sched.scale_after)
         self.acc_kind = "f16.f32" if self.scale_after else self.kind
         self.a_vector = cfg["K"] % (16 // self.abytes) == 0  # rows of A are 16-byte aligned
         self.s8_scale = s8_scale_bits(cfg["W_dtype"], cfg["K"]) if self.int8 else 0  # undone in the epilogue

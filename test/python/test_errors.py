@@ -413,3 +413,16 @@ def test_attention_default_fits_every_target():
     assert (attention_schedule(big, "sm_80").warps, attention_schedule(big, "sm_80").block_kv) == (4, 64)
     assert (attention_schedule(big, "sm_86").warps, attention_schedule(big, "sm_86").block_kv) == (4, 32)
     expect(ValueError, ["shared memory", "sm_86"], lambda: attention_schedule(big, "sm_86", block_kv=64))
+
+
+def test_scale_after_schedule_rule():
+    """scale_after=0 (dequantize before the mma) is a choice of the decode blocks only: 1 is the default
+    everywhere, 0 is refused for prefill blocks and for the wgmma kernel, other values never."""
+    from lowbit.compiler.schedule import matmul_schedule
+
+    cfg = MatmulConfig(M=[1, 16, 4096], N=512, K=1024, W_dtype="int4", with_scaling=True, group_size=32)
+    assert all(matmul_schedule(cfg, b, "sm_90a").scale_after == 1 for b in (1, 16, 4096))
+    assert matmul_schedule(cfg, 16, "sm_90a", scale_after=0).scale_after == 0
+    expect(ValueError, ["scale_after=0", "block_m <= 16"], lambda: matmul_schedule(cfg, 4096, "sm_90a", scale_after=0))
+    expect(ValueError, ["scale_after=0"], lambda: matmul_schedule(cfg, 1, "sm_90a", wgmma=1, scale_after=0))
+    expect(ValueError, ["scale_after=2", "allowed"], lambda: matmul_schedule(cfg, 1, "sm_90a", scale_after=2))

@@ -165,6 +165,24 @@ def test_decode_w_smem(fields, schedule, rng, seed):
     _check_each_m(op, cfg, (1, 7, 16), rng, f"{fields} {schedule} seed={seed}")
 
 
+SCALE_BEFORE_CASES = [  # scale_after=0: the decoded weights are scaled (and shifted) in f16 before the mma
+    dict(W_dtype="int4", with_scaling=True, group_size=32),
+    dict(W_dtype="uint4", with_scaling=True, with_zeros=True, group_size=32),
+    dict(W_dtype="uint4", with_scaling=True, with_zeros=True, group_size=64, zeros_mode="rescale"),
+    dict(W_dtype="uint2", with_scaling=True, with_zeros=True, group_size=64, zeros_mode="quantized"),
+    dict(W_dtype="fp4_e2m1", with_scaling=True, group_size=32, with_bias=True),
+    dict(W_dtype="nf4", with_scaling=True, group_size=64, accum_dtype="float16"),
+    dict(W_dtype="int2", with_scaling=True, group_size=128),
+]
+
+
+@pytest.mark.parametrize("fields", SCALE_BEFORE_CASES, ids=[f"{f['W_dtype']}-g{f['group_size']}" for f in SCALE_BEFORE_CASES])
+def test_decode_scale_before_mma(fields, rng, seed):
+    cfg = MatmulConfig(M=[1, 16], N=328, K=1664, **fields)
+    op = Matmul(cfg, schedule=dict(scale_after=0))
+    _check_each_m(op, cfg, (1, 7, 16), rng, f"{fields} scale_after=0 seed={seed}")
+
+
 def test_split_k_shared_by_layers_and_streams(rng, seed):
     """Two Matmuls of one config share a K-split kernel; on two streams they must not share its workspace."""
     cfg = MatmulConfig(M=[1, 16], N=512, K=2048, W_dtype="int4", with_scaling=True, group_size=128,

@@ -79,6 +79,26 @@ def test_matmul_split_k_ptx_assembles(W, A, mode, tmp_path):
     assert "0 bytes spill stores" in report, report
 
 
+SCALE_BEFORE = [dict(W_dtype="int4", with_scaling=True, group_size=32),
+                dict(W_dtype="uint4", with_scaling=True, with_zeros=True, group_size=32),
+                dict(W_dtype="fp4_e2m1", with_scaling=True, group_size=32)]
+
+
+@needs_ptxas
+@pytest.mark.parametrize("fields", SCALE_BEFORE, ids=[f["W_dtype"] for f in SCALE_BEFORE])
+@pytest.mark.parametrize("bucket", [1, 16])
+def test_scale_before_mma_ptx(fields, bucket, tmp_path):
+    """scale_after=0: decode blocks multiply the decoded weights by their f16 scales before the mma (no
+    f32 group sums to fold), and the kernel assembles without spills."""
+    cfg = MatmulConfig(M=[bucket], N=512, K=1024, **fields)
+    before = gpu_pipeline.emit("matmul", cfg, "sm_90a", "ptx", matmul_schedule(cfg, bucket, "sm_90a", scale_after=0))
+    after = gpu_pipeline.emit("matmul", cfg, "sm_90a", "ptx", matmul_schedule(cfg, bucket, "sm_90a"))
+    assert before.count("mul.rn.f16x2") > after.count("mul.rn.f16x2")
+    assert before.count("fma.rn.f32") < after.count("fma.rn.f32")
+    report = _assemble(before, "sm_90a", tmp_path)
+    assert "0 bytes spill stores" in report, report
+
+
 @needs_ptxas
 @pytest.mark.parametrize("dim,causal,layout,target", [(64, False, "nnn", "sm_90a"), (128, True, "ntn", "sm_90a"),
                                                      (80, False, "nnn", "sm_90a"), (128, False, "nnn", "sm_86")])
