@@ -73,11 +73,13 @@ class MatmulKernel:
         self.pairs = -(-sched.warp_n_tiles // 2)
         self.smem_bytes = matmul_smem_bytes(config, sched)
         self.kind = "s8.s32" if self.int8 else ("f16.f16" if cfg["accum_dtype"] == "float16" else "f16.f32")
-        # swapped with float A and scaling: the mma sums decoded codes of one group in f32 and the scale
-        # (and zero) apply to the sum, 1-2 f32 fmas per group instead of an f16 multiply per weight pair;
-        # f32 accumulation is as fast as f16 on sm_80+, so this holds for accum_dtype float16 too
-        self.scale_after = self.swapped and not self.int8 and cfg["with_scaling"] and bool(sched.scale_after)
-        self.acc_kind = "f16.f32" if self.scale_after else self.kind
+        # swapped with float A and scaling: f32 accumulators whatever accum_dtype says (as fast as f16 on
+        # sm_80+, more accurate). With the schedule's scale_after the mma sums decoded codes of one group
+        # and the scale (and zero) apply to the f32 sum, 1-2 fmas per group instead of an f16 multiply per
+        # weight pair; without it the decoded weights are scaled in f16 before the mma (fewer registers)
+        decode_scaled = self.swapped and not self.int8 and cfg["with_scaling"]
+        self.scale_after = decode_scaled and bool(sched.scale_after)
+        self.acc_kind = "f16.f32" if decode_scaled else self.kind
         self.a_vector = cfg["K"] % (16 // self.abytes) == 0  # rows of A are 16-byte aligned
         self.s8_scale = s8_scale_bits(cfg["W_dtype"], cfg["K"]) if self.int8 else 0  # undone in the epilogue
         if cfg["with_scaling"] and self.N * self.groups * 2 >= 1 << 31:

@@ -416,13 +416,26 @@ def test_attention_default_fits_every_target():
 
 
 def test_scale_after_schedule_rule():
-    """scale_after=0 (dequantize before the mma) is a choice of the decode blocks only: 1 is the default
-    everywhere, 0 is refused for prefill blocks and for the wgmma kernel, other values never."""
+    """scale_after=0 (dequantize before the mma) is a choice of the decode blocks only. It is the default
+    for 16-row blocks whose superblock spans several groups; 1 elsewhere; 0 is refused for prefill
+    blocks and the wgmma kernel, other values never."""
     from lowbit.compiler.schedule import matmul_schedule
 
-    cfg = MatmulConfig(M=[1, 16, 4096], N=512, K=1024, W_dtype="int4", with_scaling=True, group_size=32)
-    assert all(matmul_schedule(cfg, b, "sm_90a").scale_after == 1 for b in (1, 16, 4096))
-    assert matmul_schedule(cfg, 16, "sm_90a", scale_after=0).scale_after == 0
-    expect(ValueError, ["scale_after=0", "block_m <= 16"], lambda: matmul_schedule(cfg, 4096, "sm_90a", scale_after=0))
-    expect(ValueError, ["scale_after=0"], lambda: matmul_schedule(cfg, 1, "sm_90a", wgmma=1, scale_after=0))
-    expect(ValueError, ["scale_after=2", "allowed"], lambda: matmul_schedule(cfg, 1, "sm_90a", scale_after=2))
+    def cfg(W_dtype="int4", group_size=32, **kw):
+        return MatmulConfig(M=[1, 16, 4096], N=512, K=1024, W_dtype=W_dtype, with_scaling=True,
+                            group_size=group_size, **kw)
+
+    assert [matmul_schedule(cfg(), b, "sm_90a").scale_after for b in (1, 16, 4096)] == [1, 0, 1]
+    several = [cfg(group_size=64), cfg("int2", 128), cfg("uint2", 64, with_zeros=True), cfg("int1", 256),
+               cfg("nf4", 64), cfg("fp4_e2m1", 32), cfg("int8", 32)]
+    assert all(matmul_schedule(c, 16, "sm_90a").scale_after == 0 for c in several)
+    one = [cfg(group_size=128), cfg("uint4", 128, with_zeros=True), cfg("int2", 256), cfg("int1", 512),
+           cfg("int8", 64), cfg(group_size=-1),
+           MatmulConfig(M=[16], N=512, K=1024, W_dtype="int4")]
+    assert all(matmul_schedule(c, 16, "sm_90a").scale_after == 1 for c in one)
+    assert matmul_schedule(cfg(), 16, "sm_90a", scale_after=1).scale_after == 1
+    assert matmul_schedule(cfg(), 1, "sm_90a", scale_after=0).scale_after == 0
+    assert matmul_schedule(cfg(), 16, "sm_90a", block_m=32).scale_after == 1  # prefill blocks keep the fold
+    expect(ValueError, ["scale_after=0", "block_m <= 16"], lambda: matmul_schedule(cfg(), 4096, "sm_90a", scale_after=0))
+    expect(ValueError, ["scale_after=0"], lambda: matmul_schedule(cfg(), 1, "sm_90a", wgmma=1, scale_after=0))
+    expect(ValueError, ["scale_after=2", "allowed"], lambda: matmul_schedule(cfg(), 1, "sm_90a", scale_after=2))
