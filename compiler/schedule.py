@@ -35,6 +35,8 @@ class MatmulSchedule:
     # f32 sums after the mma, 0 dequantizes the weights to f16 before it (fewer registers where a
     # superblock holds several groups; the dequantized weight is then rounded to f16)
     scale_after: int = 1
+    # blocks an SM the kernel must fit (PTX .minnctapersm, which caps registers): 0 leaves it to ptxas
+    min_blocks: int = 0
 
     @property
     def warps_n(self) -> int:
@@ -67,6 +69,8 @@ class MatmulSchedule:
             raise ValueError(f"schedule w_smem={self.w_smem} is not allowed; allowed: 0, or 1 with a_smem=1")
         if self.k_unroll not in (1, 2, 4, 8):
             raise ValueError(f"schedule k_unroll={self.k_unroll} is not allowed; allowed: 1, 2, 4, 8")
+        if self.min_blocks not in range(0, 9):
+            raise ValueError(f"schedule min_blocks={self.min_blocks} is not allowed; allowed: 0 (ptxas decides) to 8")
         if self.scale_after not in (0, 1) or (not self.scale_after and (self.wgmma or self.block_m > 16)):
             raise ValueError(f"schedule scale_after={self.scale_after} is not allowed here; allowed: 1, or 0 with "
                              f"wgmma=0 and block_m <= 16 (only decode blocks fold scales after the mma)")
@@ -252,12 +256,8 @@ def matmul_schedule(cfg, bucket: int, target: str, **overrides) -> MatmulSchedul
     else:
         sched = MatmulSchedule(block_m, warp_n_tiles, stages, warps_k, prefetch, a_smem, split_k, k_unroll)
     sched = replace(sched, **overrides)
-    # 16-row decode blocks with several groups a superblock scale the weights before the mma: folding
-    # the scales into f32 group sums after it keeps every group's sums live (int4 g32: 168 -> 128
-    # registers); scaling before measured 0.87-1.38x the fold's speed, medians 1.07x and 1.04x in two
-    # runs over 12-13 formats x 3 shapes (perf-notes variant 31). 8-row blocks measured mixed, keep the fold
-    if "scale_after" not in overrides and sched.block_m == 16 and not sched.wgmma and superblock_groups(cfg) > 1:
-        sched = replace(sched, scale_after=0)
+    if "scale_after" not in overrides and not sched.wgmma:
+        sched = _scale_place(cfg, sched, overrides)
     sched.check()
     if sched.wgmma and a_tile_bytes(cfg, 1, 1, sched.k_unroll, swizzled=True) % 128:
         raise ValueError(f"schedule wgmma=1 is not possible here: k_unroll={sched.k_unroll} superblocks of {superblock} k "
@@ -269,6 +269,23 @@ def matmul_schedule(cfg, bucket: int, target: str, **overrides) -> MatmulSchedul
     if not sched.a_smem and cfg.K % (4 if cfg.A_dtype == "int8" else 2):
         raise ValueError(f"schedule a_smem=0 loads A 4 bytes at a time and needs K={cfg.K} to be a multiple of "
                          f"{4 if cfg.A_dtype == 'int8' else 2}")
+    return sched
+
+
+def _scale_place(cfg, sched: MatmulSchedule, overrides: dict) -> MatmulSchedule:
+    """Where a decode block applies the group scales (docs/perf-notes.md, variants 31-32)."""
+    groups = superblock_groups(cfg)
+    # 16 rows, several groups a superblock: scale before the mma; folding the scales into f32 group
+    # sums after it keeps every group's sums live (int4 g32: 168 -> 128 registers). Measured 0.87-1.38x
+    # the fold's speed, medians 1.07x and 1.04x in two runs over 12-13 formats x 3 shapes
+    if sched.block_m == 16 and groups > 1:
+        return replace(sched, scale_after=0)
+    # 8 rows, one group a superblock with 'original' zeros: scale before (one fma a weight pair) instead
+    # of an extra mma for the activations' sums, at 5 blocks an SM (96 registers, where ptxas otherwise
+    # settles at 104-106 on some N): 1.02-1.21x over 8 shapes. Without zeros or with small groups the
+    # place measured neutral to mixed: the fold stays
+    if sched.block_m == 8 and groups == 1 and cfg.with_zeros and cfg.zeros_mode == "original":
+        return replace(sched, scale_after=0, min_blocks=overrides.get("min_blocks", 5))
     return sched
 
 

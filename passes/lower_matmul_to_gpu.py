@@ -191,7 +191,8 @@ class MatmulKernel:
         return (
             f"    {gpu.dynamic_shared_global(self.name + '_smem')}\n"
             f"{lut}"
-            f"    gpu.func @{self.name}({params}) kernel attributes {{known_block_size = array<i32: {self.s.threads}, 1, 1>}} {{\n"
+            f"    gpu.func @{self.name}({params}) kernel attributes {{known_block_size = array<i32: {self.s.threads}, 1, 1>"
+            f"{f', nvvm.minctasm = {self.s.min_blocks} : i32' if self.s.min_blocks else ''}}} {{\n"
             f"{body}\n      gpu.return\n    }}"
         )
 
@@ -514,8 +515,7 @@ class MatmulKernel:
                 regs += decode_word_s8(e, word, cfg["W_dtype"], self.s8_scale) if self.int8 else \
                     decode_word_f16(e, word, cfg["W_dtype"], getattr(self, "lut", None))
             if not self.int8 and cfg["with_scaling"] and not self.scale_after:
-                params = self._group_params(sb, raw_params, nt)
-                regs = [dequantize(e, r, gpu.F16X2, cfg["zeros_mode"], *params[i // 2]) for i, r in enumerate(regs)]
+                regs = self._scaled_weights(regs, self._group_params(sb, raw_params, nt))
             w_regs.append(regs)
         if self.swapped:
             return self._swapped_mmas(sb, stage_base, w_regs, raw_params, accs, n_acc)
@@ -528,6 +528,21 @@ class MatmulKernel:
                     i = (mt * s.warp_n_tiles + nt) * n_acc
                     accs[i:i + n_acc] = gpu.mma(e, self.kind, a_frags[mt], b, accs[i:i + n_acc])
         return accs
+
+    def _scaled_weights(self, regs: list[str], params: list) -> list[str]:
+        """Decoded weight registers (two per mma step) with their group's scale and zero applied in f16.
+        Decode blocks apply an 'original' zero as one fma, w s + (-z s), with -z s once per group
+        (measured as fast as or faster than subtract-then-multiply, docs/perf-notes.md variant 32)."""
+        e, cfg = self.e, self.cfg
+        if not (self.swapped and cfg["with_zeros"] and cfg["zeros_mode"] == "original"):
+            return [dequantize(e, r, gpu.F16X2, cfg["zeros_mode"], *params[i // 2]) for i, r in enumerate(regs)]
+        shifts, out = {}, []  # zero splat -> -z s
+        for i, r in enumerate(regs):
+            scale, zero = params[i // 2]
+            if zero not in shifts:
+                shifts[zero] = e.op(f"arith.negf {e.op(f'arith.mulf {zero}, {scale} : {gpu.F16X2}')} : {gpu.F16X2}", "nzs")
+            out.append(gpu.fma_f16x2(e, r, scale, shifts[zero]))
+        return out
 
     def _swapped_mmas(self, sb: str, stage_base: str, w_regs: list, raw_params: list[str], accs: list[str],
                       n_acc: int) -> list[str]:

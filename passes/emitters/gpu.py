@@ -191,6 +191,11 @@ def fma_f32(e: Emitter, a: str, b: str, c: str) -> str:
     return e.op(f"llvm.intr.fma({a}, {b}, {c}) : (f32, f32, f32) -> f32", "fma")
 
 
+def fma_f16x2(e: Emitter, a: str, b: str, c: str) -> str:
+    """a * b + c on two f16 lanes, fused (fma.rn.f16x2)."""
+    return e.op(f"llvm.intr.fma({a}, {b}, {c}) : ({F16X2}, {F16X2}, {F16X2}) -> {F16X2}", "fma")
+
+
 def pack_f16x2(e: Emitter, lo: str, hi: str) -> str:
     """Two f32 rounded to nearest into one vector<2xf16> (cvt.rn.f16x2.f32); `lo` is element 0."""
     return e.op(f"nvvm.convert.f32x2.to.f16x2 {hi}, {lo} {{rnd = #nvvm.fp_rnd_mode<rn>}} : {F16X2}", "h2")

@@ -417,8 +417,8 @@ def test_attention_default_fits_every_target():
 
 def test_scale_after_schedule_rule():
     """scale_after=0 (dequantize before the mma) is a choice of the decode blocks only. It is the default
-    for 16-row blocks whose superblock spans several groups; 1 elsewhere; 0 is refused for prefill
-    blocks and the wgmma kernel, other values never."""
+    for 16-row blocks whose superblock spans several groups and 8-row blocks with g128 'original'
+    zeros; 1 elsewhere; 0 is refused for prefill blocks and the wgmma kernel, other values never."""
     from lowbit.compiler.schedule import matmul_schedule
 
     def cfg(W_dtype="int4", group_size=32, **kw):
@@ -434,6 +434,14 @@ def test_scale_after_schedule_rule():
            MatmulConfig(M=[16], N=512, K=1024, W_dtype="int4")]
     assert all(matmul_schedule(c, 16, "sm_90a").scale_after == 1 for c in one)
     assert matmul_schedule(cfg(), 16, "sm_90a", scale_after=1).scale_after == 1
+    # 8 rows: only one group a superblock with 'original' zeros, at 5 blocks an SM
+    zeros = cfg("uint4", 128, with_zeros=True)
+    assert (matmul_schedule(zeros, 1, "sm_90a").scale_after, matmul_schedule(zeros, 1, "sm_90a").min_blocks) == (0, 5)
+    assert matmul_schedule(zeros, 1, "sm_90a", min_blocks=0).min_blocks == 0
+    assert (matmul_schedule(zeros, 16, "sm_90a").scale_after, matmul_schedule(zeros, 16, "sm_90a").min_blocks) == (1, 0)
+    kept = [cfg(group_size=128), cfg("uint4", 128, with_zeros=True, zeros_mode="rescale"), cfg("uint4", 64, with_zeros=True)]
+    assert all((matmul_schedule(c, 1, "sm_90a").scale_after, matmul_schedule(c, 1, "sm_90a").min_blocks) == (1, 0) for c in kept)
+    expect(ValueError, ["min_blocks=9", "allowed"], lambda: matmul_schedule(cfg(), 1, "sm_90a", min_blocks=9))
     assert matmul_schedule(cfg(), 1, "sm_90a", scale_after=0).scale_after == 0
     assert matmul_schedule(cfg(), 16, "sm_90a", block_m=32).scale_after == 1  # prefill blocks keep the fold
     expect(ValueError, ["scale_after=0", "block_m <= 16"], lambda: matmul_schedule(cfg(), 4096, "sm_90a", scale_after=0))

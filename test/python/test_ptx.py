@@ -94,12 +94,15 @@ SCALE_BEFORE = [dict(W_dtype="int4", with_scaling=True, group_size=32),
 @pytest.mark.parametrize("bucket", [1, 16])
 def test_scale_before_mma_ptx(fields, bucket, tmp_path):
     """scale_after=0: decode blocks multiply the decoded weights by their f16 scales before the mma (no
-    f32 group sums to fold), and the kernel assembles without spills."""
+    f32 group sums to fold; an 'original' zero joins the scale in one fma), and the kernel assembles
+    without spills."""
     cfg = MatmulConfig(M=[bucket], N=512, K=1024, **fields)
     before = gpu_pipeline.emit("matmul", cfg, "sm_90a", "ptx", matmul_schedule(cfg, bucket, "sm_90a", scale_after=0))
     after = gpu_pipeline.emit("matmul", cfg, "sm_90a", "ptx", matmul_schedule(cfg, bucket, "sm_90a", scale_after=1))
     assert before.count("mul.rn.f16x2") > after.count("mul.rn.f16x2")
     assert before.count("fma.rn.f32") < after.count("fma.rn.f32")
+    if fields.get("with_zeros"):  # 'original' zeros: w s + (-z s) in one fma, no subtraction
+        assert "sub.rn.f16x2" not in before and before.count("fma.rn.f16x2") > after.count("fma.rn.f16x2")
     report = _assemble(before, "sm_90a", tmp_path)
     assert "0 bytes spill stores" in report, report
 
