@@ -212,10 +212,13 @@ def matmul_schedule(cfg, bucket: int, target: str, **overrides) -> MatmulSchedul
         wave = DECODE_BLOCKS_PER_SM * sms // tiles
         split_k = max([s for s in SPLIT_K_VALUES if split_k < s <= min(superblocks // 16, wave)], default=split_k)
         # wide N, where two splits overflow the wave but fit one of 4 blocks an SM: one iteration of
-        # weights ahead frees the registers for the 4th block (int4: 168 -> 118). Not with zeros or a
-        # decode table, whose kernels then hold 3 or already 5 blocks an SM and measured slower so; nor
-        # where the group parameters already hold the prefetch to 1 (int4 g32, 2-bit g32: nothing to free)
-        if wave < 2 and 2 * tiles <= (DECODE_BLOCKS_PER_SM + 1) * sms and split_k >= 2 and not cfg.with_zeros \
+        # weights ahead frees the registers for the 4th block (int4: 168 -> 118). Not with zeros folded
+        # after the mma or a decode table, whose kernels then hold 3 or already 5 blocks an SM and
+        # measured slower so (uint4 g128 zeros scaled before it: 117 registers, 69.3 -> 63.8 us at
+        # 28672x8192); nor where the group parameters already hold the prefetch to 1 (int4 g32, 2-bit
+        # g32: nothing to free)
+        if wave < 2 and 2 * tiles <= (DECODE_BLOCKS_PER_SM + 1) * sms and split_k >= 2 \
+                and (not cfg.with_zeros or zeros_before_mma(cfg)) \
                 and fmt.kind in ("int", "uint") and 2 * param_words(cfg, warp_n_tiles) <= PARAM_REGISTERS:
             split_k, prefetch = 2, 1
     elif bucket <= 64:
@@ -280,13 +283,18 @@ def _scale_place(cfg, sched: MatmulSchedule, overrides: dict) -> MatmulSchedule:
     # the fold's speed, medians 1.07x and 1.04x in two runs over 12-13 formats x 3 shapes
     if sched.block_m == 16 and groups > 1:
         return replace(sched, scale_after=0)
-    # 8 rows, one group a superblock with 'original' zeros: scale before (one fma a weight pair) instead
-    # of an extra mma for the activations' sums, at 5 blocks an SM (96 registers, where ptxas otherwise
-    # settles at 104-106 on some N): 1.02-1.21x over 8 shapes. Without zeros or with small groups the
-    # place measured neutral to mixed: the fold stays
-    if sched.block_m == 8 and groups == 1 and cfg.with_zeros and cfg.zeros_mode == "original":
-        return replace(sched, scale_after=0, min_blocks=overrides.get("min_blocks", 5))
+    # one group a superblock with 'original' zeros: scale before (one fma a weight pair) instead of an
+    # extra mma for the activations' sums, at 5 blocks an SM with 8 rows (96 registers; ptxas otherwise
+    # settles at 104-106 on some N), 4 with 16 (128): 1.02-1.21x over 8 shapes at m=1, 0.98-1.10x over
+    # 5 at m=16. At 8 rows without zeros or with small groups the place measured neutral to mixed
+    if zeros_before_mma(cfg) and sched.block_m <= 16:
+        return replace(sched, scale_after=0, min_blocks=overrides.get("min_blocks", 5 if sched.block_m == 8 else 4))
     return sched
+
+
+def zeros_before_mma(cfg) -> bool:
+    """Whether decode blocks apply 'original' zeros before the mma by default (one group a superblock)."""
+    return cfg.with_zeros and cfg.zeros_mode == "original" and superblock_groups(cfg) == 1
 
 
 def wgmma_allowed(cfg, target: str) -> str:

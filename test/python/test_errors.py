@@ -374,8 +374,8 @@ def test_decode_split_k_fills_a_wave():
 
 def test_decode_wide_n_fits_one_wave():
     """m <= 16 with more column tiles than half a wave: integer weights without zeros take one iteration
-    of weights ahead (4 blocks an SM) and 2 splits, one wave; zeros, decode tables and float16 keep the
-    4 splits; so does an N too wide for one wave either way, and small groups, whose parameters already
+    of weights ahead (4 blocks an SM) and 2 splits, one wave, and so do g128 'original' zeros (applied
+    before the mma); other zeros, decode tables and float16 keep the 4 splits; so does an N too wide for one wave either way, and small groups, whose parameters already
     hold the prefetch to one iteration (no registers to free for a 4th block)."""
     from lowbit.compiler.schedule import matmul_schedule
 
@@ -388,7 +388,9 @@ def test_decode_wide_n_fits_one_wave():
     assert sched(28672, dict(int4, group_size=64)) == (2, 1)
     assert sched(28672, dict(int4, group_size=32)) == (4, 1)  # the parameters already hold the prefetch to 1
     assert sched(28672, dict(W_dtype="int2", A_dtype="int8", accum_dtype="int32", out_dtype="int32")) == (2, 1)
-    assert sched(28672, dict(int4, W_dtype="uint4", with_zeros=True)) == (4, 2)
+    uint4_zeros = dict(int4, W_dtype="uint4", with_zeros=True)
+    assert sched(28672, uint4_zeros) == (2, 1)  # 'original' zeros applied before the mma: registers to free
+    assert sched(28672, dict(uint4_zeros, zeros_mode="rescale")) == (4, 2)  # zeros folded after the mma
     assert sched(28672, dict(W_dtype="nf4")) == (4, 2)
     assert sched(28672, dict(W_dtype="float16")) == (4, 2)
     assert sched(128256, int4) == (4, 2)
@@ -417,7 +419,7 @@ def test_attention_default_fits_every_target():
 
 def test_scale_after_schedule_rule():
     """scale_after=0 (dequantize before the mma) is a choice of the decode blocks only. It is the default
-    for 16-row blocks whose superblock spans several groups and 8-row blocks with g128 'original'
+    for 16-row blocks whose superblock spans several groups and decode blocks with g128 'original'
     zeros; 1 elsewhere; 0 is refused for prefill blocks and the wgmma kernel, other values never."""
     from lowbit.compiler.schedule import matmul_schedule
 
@@ -429,16 +431,16 @@ def test_scale_after_schedule_rule():
     several = [cfg(group_size=64), cfg("int2", 128), cfg("uint2", 64, with_zeros=True), cfg("int1", 256),
                cfg("nf4", 64), cfg("fp4_e2m1", 32), cfg("int8", 32)]
     assert all(matmul_schedule(c, 16, "sm_90a").scale_after == 0 for c in several)
-    one = [cfg(group_size=128), cfg("uint4", 128, with_zeros=True), cfg("int2", 256), cfg("int1", 512),
+    one = [cfg(group_size=128), cfg("uint4", 128, with_zeros=True, zeros_mode="rescale"), cfg("int2", 256), cfg("int1", 512),
            cfg("int8", 64), cfg(group_size=-1),
            MatmulConfig(M=[16], N=512, K=1024, W_dtype="int4")]
     assert all(matmul_schedule(c, 16, "sm_90a").scale_after == 1 for c in one)
     assert matmul_schedule(cfg(), 16, "sm_90a", scale_after=1).scale_after == 1
-    # 8 rows: only one group a superblock with 'original' zeros, at 5 blocks an SM
+    # one group a superblock with 'original' zeros: at 5 blocks an SM with 8 rows, 4 with 16
     zeros = cfg("uint4", 128, with_zeros=True)
     assert (matmul_schedule(zeros, 1, "sm_90a").scale_after, matmul_schedule(zeros, 1, "sm_90a").min_blocks) == (0, 5)
     assert matmul_schedule(zeros, 1, "sm_90a", min_blocks=0).min_blocks == 0
-    assert (matmul_schedule(zeros, 16, "sm_90a").scale_after, matmul_schedule(zeros, 16, "sm_90a").min_blocks) == (1, 0)
+    assert (matmul_schedule(zeros, 16, "sm_90a").scale_after, matmul_schedule(zeros, 16, "sm_90a").min_blocks) == (0, 4)
     kept = [cfg(group_size=128), cfg("uint4", 128, with_zeros=True, zeros_mode="rescale"), cfg("uint4", 64, with_zeros=True)]
     assert all((matmul_schedule(c, 1, "sm_90a").scale_after, matmul_schedule(c, 1, "sm_90a").min_blocks) == (1, 0) for c in kept)
     expect(ValueError, ["min_blocks=9", "allowed"], lambda: matmul_schedule(cfg(), 1, "sm_90a", min_blocks=9))
