@@ -540,7 +540,8 @@ class MatmulKernel:
         for i, r in enumerate(regs):
             scale, zero = params[i // 2]
             if zero not in shifts:
-                shifts[zero] = e.op(f"arith.negf {e.op(f'arith.mulf {zero}, {scale} : {gpu.F16X2}')} : {gpu.F16X2}", "nzs")
+                zs = e.op(f"arith.mulf {zero}, {scale} : {gpu.F16X2}")
+                shifts[zero] = e.op(f"arith.negf {zs} : {gpu.F16X2}", "nzs")
             out.append(gpu.fma_f16x2(e, r, scale, shifts[zero]))
         return out
 

@@ -375,8 +375,9 @@ def test_decode_split_k_fills_a_wave():
 def test_decode_wide_n_fits_one_wave():
     """m <= 16 with more column tiles than half a wave: integer weights without zeros take one iteration
     of weights ahead (4 blocks an SM) and 2 splits, one wave, and so do g128 'original' zeros (applied
-    before the mma); other zeros, decode tables and float16 keep the 4 splits; so does an N too wide for one wave either way, and small groups, whose parameters already
-    hold the prefetch to one iteration (no registers to free for a 4th block)."""
+    before the mma); other zeros, decode tables and float16 keep the 4 splits; so does an N too wide
+    for one wave either way, and small groups, whose parameters already hold the prefetch to one
+    iteration (no registers to free for a 4th block)."""
     from lowbit.compiler.schedule import matmul_schedule
 
     def sched(N, fields, target="sm_90a"):
@@ -419,33 +420,34 @@ def test_attention_default_fits_every_target():
 
 def test_scale_after_schedule_rule():
     """scale_after=0 (dequantize before the mma) is a choice of the decode blocks only. It is the default
-    for 16-row blocks whose superblock spans several groups and decode blocks with g128 'original'
-    zeros; 1 elsewhere; 0 is refused for prefill blocks and the wgmma kernel, other values never."""
+    for 16-row blocks whose superblock spans several groups and for decode blocks with g128 'original'
+    zeros (with min_blocks 5 at 8 rows, 4 at 16); 1 elsewhere; 0 is refused for prefill blocks and the
+    wgmma kernel, other values never."""
     from lowbit.compiler.schedule import matmul_schedule
 
     def cfg(W_dtype="int4", group_size=32, **kw):
         return MatmulConfig(M=[1, 16, 4096], N=512, K=1024, W_dtype=W_dtype, with_scaling=True,
                             group_size=group_size, **kw)
 
-    assert [matmul_schedule(cfg(), b, "sm_90a").scale_after for b in (1, 16, 4096)] == [1, 0, 1]
+    def place(c, bucket, **overrides):
+        sched = matmul_schedule(c, bucket, "sm_90a", **overrides)
+        return sched.scale_after, sched.min_blocks
+
+    assert [place(cfg(), b) for b in (1, 16, 4096)] == [(1, 0), (0, 0), (1, 0)]
     several = [cfg(group_size=64), cfg("int2", 128), cfg("uint2", 64, with_zeros=True), cfg("int1", 256),
                cfg("nf4", 64), cfg("fp4_e2m1", 32), cfg("int8", 32)]
-    assert all(matmul_schedule(c, 16, "sm_90a").scale_after == 0 for c in several)
-    one = [cfg(group_size=128), cfg("uint4", 128, with_zeros=True, zeros_mode="rescale"), cfg("int2", 256), cfg("int1", 512),
-           cfg("int8", 64), cfg(group_size=-1),
+    assert all(place(c, 16) == (0, 0) for c in several)
+    rescale = cfg("uint4", 128, with_zeros=True, zeros_mode="rescale")
+    one = [cfg(group_size=128), rescale, cfg("int2", 256), cfg("int1", 512), cfg("int8", 64), cfg(group_size=-1),
            MatmulConfig(M=[16], N=512, K=1024, W_dtype="int4")]
-    assert all(matmul_schedule(c, 16, "sm_90a").scale_after == 1 for c in one)
-    assert matmul_schedule(cfg(), 16, "sm_90a", scale_after=1).scale_after == 1
-    # one group a superblock with 'original' zeros: at 5 blocks an SM with 8 rows, 4 with 16
-    zeros = cfg("uint4", 128, with_zeros=True)
-    assert (matmul_schedule(zeros, 1, "sm_90a").scale_after, matmul_schedule(zeros, 1, "sm_90a").min_blocks) == (0, 5)
-    assert matmul_schedule(zeros, 1, "sm_90a", min_blocks=0).min_blocks == 0
-    assert (matmul_schedule(zeros, 16, "sm_90a").scale_after, matmul_schedule(zeros, 16, "sm_90a").min_blocks) == (0, 4)
-    kept = [cfg(group_size=128), cfg("uint4", 128, with_zeros=True, zeros_mode="rescale"), cfg("uint4", 64, with_zeros=True)]
-    assert all((matmul_schedule(c, 1, "sm_90a").scale_after, matmul_schedule(c, 1, "sm_90a").min_blocks) == (1, 0) for c in kept)
-    expect(ValueError, ["min_blocks=9", "allowed"], lambda: matmul_schedule(cfg(), 1, "sm_90a", min_blocks=9))
-    assert matmul_schedule(cfg(), 1, "sm_90a", scale_after=0).scale_after == 0
-    assert matmul_schedule(cfg(), 16, "sm_90a", block_m=32).scale_after == 1  # prefill blocks keep the fold
-    expect(ValueError, ["scale_after=0", "block_m <= 16"], lambda: matmul_schedule(cfg(), 4096, "sm_90a", scale_after=0))
-    expect(ValueError, ["scale_after=0"], lambda: matmul_schedule(cfg(), 1, "sm_90a", wgmma=1, scale_after=0))
-    expect(ValueError, ["scale_after=2", "allowed"], lambda: matmul_schedule(cfg(), 1, "sm_90a", scale_after=2))
+    assert all(place(c, 16) == (1, 0) for c in one)
+    zeros = cfg("uint4", 128, with_zeros=True)  # one group a superblock, 'original' zeros
+    assert (place(zeros, 1), place(zeros, 16)) == ((0, 5), (0, 4))
+    assert all(place(c, 1) == (1, 0) for c in (cfg(group_size=128), rescale, cfg("uint4", 64, with_zeros=True)))
+    assert place(zeros, 1, min_blocks=0) == (0, 0) and place(cfg(), 16, scale_after=1) == (1, 0)
+    assert place(cfg(), 1, scale_after=0) == (0, 0)
+    assert place(cfg(), 16, block_m=32) == (1, 0)  # prefill blocks keep the fold
+    expect(ValueError, ["min_blocks=9", "allowed"], lambda: place(cfg(), 1, min_blocks=9))
+    expect(ValueError, ["scale_after=0", "block_m <= 16"], lambda: place(cfg(), 4096, scale_after=0))
+    expect(ValueError, ["scale_after=0"], lambda: place(cfg(), 1, wgmma=1, scale_after=0))
+    expect(ValueError, ["scale_after=2", "allowed"], lambda: place(cfg(), 1, scale_after=2))
