@@ -37,6 +37,10 @@ class MatmulSchedule:
     scale_after: int = 1
     # blocks an SM the kernel must fit (PTX .minnctapersm, which caps registers): 0 leaves it to ptxas
     min_blocks: int = 0
+    # 1: 4-bit codes decode to 16 + code and one fma a register applies scale and 'original' zero,
+    # (16 + w) s + c with c = -(16 + z) s once a group (uint4 zeros scaled before the mma; fewer
+    # instructions, a few more registers, c rounded to f16: see offset_decode_problem)
+    offset_decode: int = 0
 
     @property
     def warps_n(self) -> int:
@@ -71,6 +75,8 @@ class MatmulSchedule:
             raise ValueError(f"schedule k_unroll={self.k_unroll} is not allowed; allowed: 1, 2, 4, 8")
         if self.min_blocks not in range(0, 9):
             raise ValueError(f"schedule min_blocks={self.min_blocks} is not allowed; allowed: 0 (ptxas decides) to 8")
+        if self.offset_decode not in (0, 1):
+            raise ValueError(f"schedule offset_decode={self.offset_decode} is not allowed; allowed: 0, 1")
         if self.scale_after not in (0, 1) or (not self.scale_after and (self.wgmma or self.block_m > 16)):
             raise ValueError(f"schedule scale_after={self.scale_after} is not allowed here; allowed: 1, or 0 with "
                              f"wgmma=0 and block_m <= 16 (only decode blocks fold scales after the mma)")
@@ -263,6 +269,9 @@ def matmul_schedule(cfg, bucket: int, target: str, **overrides) -> MatmulSchedul
     if "scale_after" not in overrides and not sched.wgmma:
         sched = _scale_place(cfg, sched, overrides)
     sched.check()
+    problem = offset_decode_problem(cfg, sched)
+    if problem:
+        raise ValueError(problem)
     if sched.wgmma and a_tile_bytes(cfg, 1, 1, sched.k_unroll, swizzled=True) % 128:
         raise ValueError(f"schedule wgmma=1 is not possible here: k_unroll={sched.k_unroll} superblocks of {superblock} k "
                          f"are not a whole number of 64-k swizzle columns; allowed: k_unroll >= {64 // superblock}")
@@ -288,9 +297,30 @@ def _scale_place(cfg, sched: MatmulSchedule, overrides: dict) -> MatmulSchedule:
     # extra mma for the activations' sums, at 5 blocks an SM with 8 rows (96 registers; ptxas otherwise
     # settles at 104-106 on some N), 4 with 16 (128): 1.02-1.21x over 8 shapes at m=1, 0.98-1.10x over
     # 5 at m=16. At 8 rows without zeros or with small groups the place measured neutral to mixed
+    # uint4 then decodes to 16 + code with the zero in the same fma (variant 37): 1.00-1.06x at 8 rows
+    # (82-83% of the bandwidth on the large shapes), at 16 rows only with one iteration of weights
+    # ahead (the wide-N schedule, 1.04x): with two, the cap of 128 registers spills 48-56 bytes (0.86-0.98x)
     if zeros_before_mma(cfg) and sched.block_m <= 16:
-        return replace(sched, scale_after=0, min_blocks=overrides.get("min_blocks", 5 if sched.block_m == 8 else 4))
+        offset = int(cfg.W_dtype == "uint4" and (sched.block_m == 8 or sched.w_prefetch == 1))
+        return replace(sched, scale_after=0, min_blocks=overrides.get("min_blocks", 5 if sched.block_m == 8 else 4),
+                       offset_decode=overrides.get("offset_decode", offset))
     return sched
+
+
+def offset_decode_problem(cfg, sched: MatmulSchedule) -> str:
+    """'' where schedule offset_decode=1 can apply, else why not. It replaces the exact decode of a
+    uint4 code w and the fma w s + (-z s) by one fma (16 + w) s + c with c = -(16 + z) s rounded to f16
+    once a group: each dequantized weight is within s / 128 of the exact one before its own rounding
+    (twice the bound of -z s rounded)."""
+    if not sched.offset_decode:
+        return ""
+    if not (cfg.W_dtype == "uint4" and cfg.A_dtype == "float16" and cfg.with_scaling and cfg.with_zeros
+            and cfg.zeros_mode == "original" and sched.block_m <= 16 and not sched.scale_after):
+        return (f"schedule offset_decode=1 is not allowed here; allowed: W_dtype uint4 with scale and 'original' "
+                f"zeros, A_dtype float16, in a decode block (block_m <= 16) with scale_after=0 (got W_dtype="
+                f"{cfg.W_dtype}, zeros_mode={cfg.zeros_mode if cfg.with_zeros else None}, block_m={sched.block_m}, "
+                f"scale_after={sched.scale_after})")
+    return ""
 
 
 def zeros_before_mma(cfg) -> bool:

@@ -21,7 +21,8 @@ import math
 from dataclasses import MISSING, fields
 from typing import Iterator
 
-from lowbit.compiler.schedule import (THREADS, MatmulSchedule, matmul_smem_bytes, split_words, stage_a_bytes,
+from lowbit.compiler.schedule import (THREADS, MatmulSchedule, matmul_smem_bytes, offset_decode_problem, split_words,
+                                     stage_a_bytes,
                                       stage_bytes, wgmma_out_row_bytes)
 from lowbit.dialects.lowbit import MATMUL_OP
 from lowbit.formats import format_of
@@ -30,7 +31,8 @@ from mlir import ir
 
 from .base import ModulePass, RewritePattern, replace_with_launch, symbol_suffix
 from .emitters import gpu
-from .emitters.decode import TABLES, decode_word_f16, decode_word_s8, dequantize, s8_scale_bits
+from .emitters.decode import (OFFSET, TABLES, decode_word_f16, decode_word_f16_offset, decode_word_s8, dequantize,
+                               s8_scale_bits)
 from .emitters.ir import Emitter, mlir_type, saturate_to_i8
 from .verify import verified_matmul
 
@@ -85,6 +87,9 @@ class MatmulKernel:
         if cfg["with_scaling"] and self.N * self.groups * 2 >= 1 << 31:
             raise ValueError(f"the GPU kernel addresses scale/zeros with 32-bit offsets: N * K / group_size = "
                              f"{self.N * self.groups} must stay below 2**30")
+        problem = offset_decode_problem(config, sched)
+        if problem:
+            raise ValueError(problem)
         self.name = None
         self.split_words = split_words(sched)  # workspace words of one output tile
 
@@ -512,8 +517,12 @@ class MatmulKernel:
         for nt in range(s.warp_n_tiles):
             regs = []
             for word in w_words[4 * nt: 4 * nt + 4]:
-                regs += decode_word_s8(e, word, cfg["W_dtype"], self.s8_scale) if self.int8 else \
-                    decode_word_f16(e, word, cfg["W_dtype"], getattr(self, "lut", None))
+                if self.int8:
+                    regs += decode_word_s8(e, word, cfg["W_dtype"], self.s8_scale)
+                elif s.offset_decode:
+                    regs += decode_word_f16_offset(e, word)
+                else:
+                    regs += decode_word_f16(e, word, cfg["W_dtype"], getattr(self, "lut", None))
             if not self.int8 and cfg["with_scaling"] and not self.scale_after:
                 regs = self._scaled_weights(regs, self._group_params(sb, raw_params, nt))
             w_regs.append(regs)
@@ -531,19 +540,28 @@ class MatmulKernel:
 
     def _scaled_weights(self, regs: list[str], params: list) -> list[str]:
         """Decoded weight registers (two per mma step) with their group's scale and zero applied in f16.
-        Decode blocks apply an 'original' zero as one fma, w s + (-z s), with -z s once per group
-        (measured as fast as or faster than subtract-then-multiply, docs/perf-notes.md variant 32)."""
+        Decode blocks apply an 'original' zero as one fma a register, w s + (-z s), with -z s once per
+        group (measured as fast as or faster than subtract-then-multiply, docs/perf-notes.md variant 32);
+        with the schedule's offset_decode the registers hold 16 + w and the fma adds -(16 + z) s."""
         e, cfg = self.e, self.cfg
         if not (self.swapped and cfg["with_zeros"] and cfg["zeros_mode"] == "original"):
             return [dequantize(e, r, gpu.F16X2, cfg["zeros_mode"], *params[i // 2]) for i, r in enumerate(regs)]
-        shifts, out = {}, []  # zero splat -> -z s
+        shifts, out = {}, []  # zero splat -> the group's addend
         for i, r in enumerate(regs):
             scale, zero = params[i // 2]
             if zero not in shifts:
-                zs = e.op(f"arith.mulf {zero}, {scale} : {gpu.F16X2}")
-                shifts[zero] = e.op(f"arith.negf {zs} : {gpu.F16X2}", "nzs")
+                shifts[zero] = self._zero_addend(scale, zero)
             out.append(gpu.fma_f16x2(e, r, scale, shifts[zero]))
         return out
+
+    def _zero_addend(self, scale: str, zero: str) -> str:
+        """The addend of a group's dequantizing fma: -z s, or with offset_decode -(16 + z) s computed as
+        fma(z, -s, -16 s) (16 s is exact: one rounding)."""
+        e = self.e
+        if not self.s.offset_decode:
+            return e.op(f"arith.negf {e.op(f'arith.mulf {zero}, {scale} : {gpu.F16X2}')} : {gpu.F16X2}", "nzs")
+        minus_16s = e.op(f"arith.mulf {scale}, {e.const(f'dense<{-float(OFFSET)}>', gpu.F16X2)} : {gpu.F16X2}")
+        return gpu.fma_f16x2(e, zero, e.op(f"arith.negf {scale} : {gpu.F16X2}"), minus_16s)
 
     def _swapped_mmas(self, sb: str, stage_base: str, w_regs: list, raw_params: list[str], accs: list[str],
                       n_acc: int) -> list[str]:

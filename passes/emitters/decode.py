@@ -133,6 +133,25 @@ def decode_word_f16(e: Emitter, word: str, W_dtype: str, lut: str = None) -> lis
     return regs
 
 
+OFFSET = 16  # decode_word_f16_offset's registers hold OFFSET + code
+
+
+def decode_word_f16_offset(e: Emitter, word: str) -> list[str]:
+    """The eight 4-bit unsigned codes of an i32 `word` as vector<2xf16> registers holding 16 + code
+    (exact), in decode_word_f16's register order: each code shifted to mantissa bits 6-9 of its half
+    (where the exponent of 16 makes a unit of 1), one lop3 under that exponent, no float operation.
+    The caller's fma with the scale and -(16 + zero) * scale finishes dequantization."""
+    from .gpu import LUT_AND_OR, lop3
+
+    mask = e.const(_i32(0x03C003C0), "i32")  # bits 6-9 of each half
+    regs = []
+    for i in range(4):  # register i: codes i and i + 4, at bits 4 i and 16 + 4 i of the word
+        move = 6 - 4 * i
+        x = _shift(e, word, "shli", move) if move > 0 else _shift(e, word, "shrui", -move)
+        regs.append(_f16x2(e, lop3(e, x, mask, e.const(0x4C004C00, "i32"), LUT_AND_OR)))  # 0x4C00: 16.0
+    return regs
+
+
 def s8_scale_bits(W_dtype: str, K: int) -> int:
     """log2 of the factor `decode_word_s8` scales signed 2- and 4-bit codes by: a code decoded to the
     top bits of its int8 lane costs one shift and one and; the int32 sum is shifted back exactly

@@ -451,3 +451,32 @@ def test_scale_after_schedule_rule():
     expect(ValueError, ["scale_after=0", "block_m <= 16"], lambda: place(cfg(), 4096, scale_after=0))
     expect(ValueError, ["scale_after=0"], lambda: place(cfg(), 1, wgmma=1, scale_after=0))
     expect(ValueError, ["scale_after=2", "allowed"], lambda: place(cfg(), 1, scale_after=2))
+
+
+def test_offset_decode_schedule_rule():
+    """offset_decode=1 (uint4 codes decoded to 16 + code, scale and zero in one fma) is the default for
+    g128 'original' zeros in 8-row blocks and in 16-row blocks holding one iteration of weights ahead
+    (the wide-N schedule), 0 elsewhere; 1 is refused outside uint4 'original' zeros scaled before the
+    mma, naming what is allowed."""
+    from lowbit.compiler.schedule import matmul_schedule
+
+    def cfg(W_dtype="uint4", N=512, zeros_mode="original", group_size=128):
+        return MatmulConfig(M=[1, 16, 4096], N=N, K=8192, W_dtype=W_dtype, with_scaling=True, with_zeros=True,
+                            zeros_mode=zeros_mode, group_size=group_size)
+
+    def offset(c, bucket, **overrides):
+        sched = matmul_schedule(c, bucket, "sm_90a", **overrides)
+        return sched.offset_decode, sched.w_prefetch
+
+    assert offset(cfg(), 1) == (1, 2)
+    assert offset(cfg(N=28672), 16) == (1, 1)  # wide N: one iteration ahead
+    assert offset(cfg(N=8192), 16) == (0, 2)  # two ahead: the 128-register cap would spill
+    assert offset(cfg(group_size=-1), 1)[0] == 1
+    assert offset(cfg(), 4096)[0] == 0
+    others = [cfg("uint2", group_size=256), cfg(zeros_mode="rescale"), cfg(zeros_mode="quantized"), cfg(group_size=64)]
+    assert [offset(c, 1)[0] for c in others] == [0, 0, 0, 0]
+    assert offset(cfg(), 1, offset_decode=0)[0] == 0 and offset(cfg(N=8192), 16, offset_decode=1)[0] == 1
+    expect(ValueError, ["offset_decode=1", "uint4", "scale_after=0"], lambda: offset(cfg(), 1, scale_after=1, offset_decode=1))
+    expect(ValueError, ["offset_decode=1", "W_dtype=uint2"], lambda: offset(cfg("uint2", group_size=256), 1, offset_decode=1))
+    expect(ValueError, ["offset_decode=1", "block_m <= 16"], lambda: offset(cfg(), 4096, offset_decode=1))
+    expect(ValueError, ["offset_decode=2", "allowed: 0, 1"], lambda: offset(cfg(), 1, offset_decode=2))

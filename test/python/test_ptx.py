@@ -109,6 +109,26 @@ def test_scale_before_mma_ptx(fields, bucket, tmp_path):
     assert "0 bytes spill stores" in report, report
 
 
+
+@needs_ptxas
+@pytest.mark.parametrize("bucket,N,K", [(1, 512, 1024), (16, 28672, 8192)])  # the defaults take offset_decode=1
+def test_offset_decode_ptx(bucket, N, K, tmp_path):
+    """offset_decode=1: uint4 codes go under the exponent of 16 at bits 6-9 (lop3 with 0x4C004C00) and
+    one fma a register dequantizes them; no magic-number subtraction or decode fma remains (the
+    1024-exponent decode of offset_decode=0 needs one a register), and the kernel assembles."""
+    cfg = MatmulConfig(M=[bucket], N=N, K=K, W_dtype="uint4", with_scaling=True, with_zeros=True, group_size=128)
+    assert matmul_schedule(cfg, bucket, "sm_90a").offset_decode == 1
+    on = gpu_pipeline.emit("matmul", cfg, "sm_90a", "ptx", matmul_schedule(cfg, bucket, "sm_90a"))
+    off = gpu_pipeline.emit("matmul", cfg, "sm_90a", "ptx", matmul_schedule(cfg, bucket, "sm_90a", offset_decode=0))
+    registers = off.count("lop3.b32")  # one a decoded register either way
+    assert on.count("lop3.b32") == registers
+    assert "1275087872" in on and "1677747200" not in on  # 0x4C004C00 (16.0), not 0x64006400 (1024.0)
+    assert "1677747200" in off
+    assert "add.rn.f16x2" not in on and off.count("add.rn.f16x2") == registers // 2
+    assert on.count("fma.rn.f16x2") < off.count("fma.rn.f16x2")
+    report = _assemble(on, "sm_90a", tmp_path)
+    assert re.search(r"\b(0|8|12|16) bytes spill stores", report), report
+
 @needs_ptxas
 @pytest.mark.parametrize("dim,causal,layout,target", [(64, False, "nnn", "sm_90a"), (128, True, "ntn", "sm_90a"),
                                                      (80, False, "nnn", "sm_90a"), (128, False, "nnn", "sm_86")])

@@ -1,6 +1,7 @@
 // RUN: lowbit-opt %s --pass-pipeline='builtin.module(lowbit-lower-matmul-to-gpu)' | FileCheck %s
 // The decode kernel of lower-matmul-to-gpu-decode.mlir (uint4, g128 scale and 'original' zeros) with
-// the schedule's scale_after = 0 and min_blocks = 5, the default for such 8-row blocks: the kernel asks
+// the schedule's scale_after = 0 and min_blocks = 5 (the default for such 8-row blocks, which also sets
+// offset_decode = 1: see lower-matmul-to-gpu-decode-offset.mlir): the kernel asks
 // for 5 blocks an SM (.minnctapersm), and each n8 tile's decoded weights take their group's scale and
 // zero before the mma as one fma per register, w s + (-z s), with -z s computed once per group; then
 // 8 plain mmas accumulate in f32, with no all-ones mmas for the activations' sums and no f32 fold.
