@@ -310,8 +310,8 @@ def _scale_place(cfg, sched: MatmulSchedule, overrides: dict) -> MatmulSchedule:
 def offset_decode_problem(cfg, sched: MatmulSchedule) -> str:
     """'' where schedule offset_decode=1 can apply, else why not. It replaces the exact decode of a
     uint4 code w and the fma w s + (-z s) by one fma (16 + w) s + c with c = -(16 + z) s rounded to f16
-    once a group: each dequantized weight is within s / 128 of the exact one before its own rounding
-    (twice the bound of -z s rounded)."""
+    once a group: each dequantized weight is within (16 + z) s / 2048 (at most s / 64) of the exact one
+    before its own rounding, against z s / 2048 for -z s rounded."""
     if not sched.offset_decode:
         return ""
     if not (cfg.W_dtype == "uint4" and cfg.A_dtype == "float16" and cfg.with_scaling and cfg.with_zeros
