@@ -22,8 +22,7 @@ from dataclasses import MISSING, fields
 from typing import Iterator
 
 from lowbit.compiler.schedule import (THREADS, MatmulSchedule, matmul_smem_bytes, offset_decode_problem, split_words,
-                                     stage_a_bytes,
-                                      stage_bytes, wgmma_out_row_bytes)
+                                      stage_a_bytes, stage_bytes, wgmma_out_row_bytes)
 from lowbit.dialects.lowbit import MATMUL_OP
 from lowbit.formats import format_of
 from lowbit.layout import CHUNK_BYTES, TILE_ROWS, layout_of
