@@ -126,6 +126,7 @@ class Linear(torch.nn.Module):
         self.in_features, self.out_features = in_features, out_features
         self.opt_M = list(opt_M)
         self.config = config
+        self._a_dtype = TORCH_DTYPES[config.A_dtype]
         self.matmul = Matmul(config)
         # the buffers: exactly what Matmul.forward takes, zero-filled until weights are loaded
         shapes = matmul_shapes(config)
@@ -166,20 +167,30 @@ class Linear(torch.nn.Module):
     # ------------------------------------------------------------------ running
     def forward(self, A: torch.Tensor, output: Optional[torch.Tensor] = None) -> torch.Tensor:
         """[..., in_features] -> [..., out_features] in out_dtype (into ``output`` when one is given)."""
+        # the buffers from their dict: nn.Module.__getattr__ costs about 1-2 us a buffer, and a decode
+        # step calls every Linear of a model
+        buffers = self._buffers
+        qweight = buffers["qweight"]
+        if not (isinstance(A, torch.Tensor) and A.dtype is self._a_dtype and A.dim() >= 1
+                and A.shape[-1] == self.in_features and A.device == qweight.device):
+            self._check_input(A, qweight)
+        perm = buffers["perm"]
+        if perm is not None:
+            A = A.index_select(-1, perm)
+        return self.matmul(A.contiguous(), qweight, scale=buffers["scales"], zeros=buffers["zeros"],
+                           bias=buffers["bias"], output=output)
+
+    def _check_input(self, A, qweight: torch.Tensor) -> None:
+        """Raises the error that names what is wrong with `A`."""
         if not isinstance(A, torch.Tensor):
             raise TypeError(f"A must be a torch.Tensor, got {type(A).__name__}")
-        want = TORCH_DTYPES[self.config.A_dtype]
-        if A.dtype != want:
-            raise TypeError(f"A must have dtype {want} for this Linear (A_dtype={self.config.A_dtype!r}), got {A.dtype}")
+        if A.dtype != self._a_dtype:
+            raise TypeError(f"A must have dtype {self._a_dtype} for this Linear (A_dtype={self.config.A_dtype!r}), "
+                            f"got {A.dtype}")
         if A.dim() < 1 or A.shape[-1] != self.in_features:
             raise ValueError(f"A must have shape [..., in_features={self.in_features}], got {list(A.shape)}")
-        if A.device != self.qweight.device:
-            raise ValueError(f"A is on {A.device} but this Linear's buffers are on {self.qweight.device}; "
-                             f"move the module with .to({str(A.device)!r})")
-        if self.perm is not None:
-            A = A.index_select(-1, self.perm)
-        A = A.contiguous()
-        return self.matmul(A, self.qweight, scale=self.scales, zeros=self.zeros, bias=self.bias, output=output)
+        raise ValueError(f"A is on {A.device} but this Linear's buffers are on {qweight.device}; "
+                         f"move the module with .to({str(A.device)!r})")
 
     # ------------------------------------------------------------------ weights
     def load_and_transform_weight(self, weight: torch.Tensor, scales: Optional[torch.Tensor] = None,

@@ -146,7 +146,7 @@ class Matmul:
         kernel = self._kernel_of_m.get((device, m))
         if kernel is None:
             kernel = self._kernel(device, m)
-        if device.type == "cuda":
+        if A.is_cuda:  # not device.type, which costs about 0.7 us a call
             a_ptr = A.data_ptr()
             if a_ptr & 15:  # 16-byte copies of A rows
                 raise ValueError("A must start at a 16-byte aligned address for the GPU kernel "
