@@ -308,18 +308,20 @@ def _scale_place(cfg, sched: MatmulSchedule, overrides: dict) -> MatmulSchedule:
 
 
 def offset_decode_problem(cfg, sched: MatmulSchedule) -> str:
-    """'' where schedule offset_decode=1 can apply, else why not. It replaces the exact decode of a
-    uint4 code w and the fma w s + (-z s) by one fma (16 + w) s + c with c = -(16 + z) s rounded to f16
-    once a group: each dequantized weight is within (16 + z) s / 2048 (at most s / 64) of the exact one
-    before its own rounding, against z s / 2048 for -z s rounded."""
+    """'' where schedule offset_decode=1 can apply, else why not. It replaces the exact decode of a 4-bit
+    code w and the scaling (w s, or the fma w s + (-z s)) by one fma (B + w) s + c, B = 16 (uint4) or
+    24 (int4, biased codes), with c = -(B + z) s, or -B s without zeros, rounded to f16 once a group:
+    each dequantized weight is within (B + z) s / 2048 of the exact one before its own rounding
+    (uint4 without zeros: exact, as w s), against z s / 2048 for -z s rounded."""
     if not sched.offset_decode:
         return ""
-    if not (cfg.W_dtype == "uint4" and cfg.A_dtype == "float16" and cfg.with_scaling and cfg.with_zeros
-            and cfg.zeros_mode == "original" and sched.block_m <= 16 and not sched.scale_after):
-        return (f"schedule offset_decode=1 is not allowed here; allowed: W_dtype uint4 with scale and 'original' "
-                f"zeros, A_dtype float16, in a decode block (block_m <= 16) with scale_after=0 (got W_dtype="
-                f"{cfg.W_dtype}, zeros_mode={cfg.zeros_mode if cfg.with_zeros else None}, block_m={sched.block_m}, "
-                f"scale_after={sched.scale_after})")
+    zeros_ok = not cfg.with_zeros or cfg.zeros_mode == "original"
+    if not (cfg.W_dtype in ("uint4", "int4") and cfg.A_dtype == "float16" and cfg.with_scaling and zeros_ok
+            and sched.block_m <= 16 and not sched.scale_after):
+        return (f"schedule offset_decode=1 is not allowed here; allowed: W_dtype uint4 or int4 with scale (and "
+                f"'original' zeros or none), A_dtype float16, in a decode block (block_m <= 16) with scale_after=0 "
+                f"(got W_dtype={cfg.W_dtype}, zeros_mode={cfg.zeros_mode if cfg.with_zeros else None}, "
+                f"block_m={sched.block_m}, scale_after={sched.scale_after})")
     return ""
 
 

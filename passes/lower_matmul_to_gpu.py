@@ -30,7 +30,7 @@ from mlir import ir
 
 from .base import ModulePass, RewritePattern, replace_with_launch, symbol_suffix
 from .emitters import gpu
-from .emitters.decode import (OFFSET, TABLES, decode_word_f16, decode_word_f16_offset, decode_word_s8, dequantize,
+from .emitters.decode import (TABLES, decode_word_f16, decode_word_f16_offset, decode_word_s8, dequantize, offset_of,
                                s8_scale_bits)
 from .emitters.ir import Emitter, mlir_type, saturate_to_i8
 from .verify import verified_matmul
@@ -519,7 +519,7 @@ class MatmulKernel:
                 if self.int8:
                     regs += decode_word_s8(e, word, cfg["W_dtype"], self.s8_scale)
                 elif s.offset_decode:
-                    regs += decode_word_f16_offset(e, word)
+                    regs += decode_word_f16_offset(e, word, cfg["W_dtype"])
                 else:
                     regs += decode_word_f16(e, word, cfg["W_dtype"], getattr(self, "lut", None))
             if not self.int8 and cfg["with_scaling"] and not self.scale_after:
@@ -541,26 +541,31 @@ class MatmulKernel:
         """Decoded weight registers (two per mma step) with their group's scale and zero applied in f16.
         Decode blocks apply an 'original' zero as one fma a register, w s + (-z s), with -z s once per
         group (measured as fast as or faster than subtract-then-multiply, docs/perf-notes.md variant 32);
-        with the schedule's offset_decode the registers hold 16 + w and the fma adds -(16 + z) s."""
+        with the schedule's offset_decode the registers hold B + w (B = offset_of(W_dtype)) and the fma
+        adds -(B + z) s, or -B s without zeros."""
         e, cfg = self.e, self.cfg
-        if not (self.swapped and cfg["with_zeros"] and cfg["zeros_mode"] == "original"):
+        original = cfg["with_zeros"] and cfg["zeros_mode"] == "original"
+        if not (self.s.offset_decode or (self.swapped and original)):
             return [dequantize(e, r, gpu.F16X2, cfg["zeros_mode"], *params[i // 2]) for i, r in enumerate(regs)]
-        shifts, out = {}, []  # zero splat -> the group's addend
+        addends, out = {}, []  # (scale, zero) splats -> the group's addend
         for i, r in enumerate(regs):
             scale, zero = params[i // 2]
-            if zero not in shifts:
-                shifts[zero] = self._zero_addend(scale, zero)
-            out.append(gpu.fma_f16x2(e, r, scale, shifts[zero]))
+            if (scale, zero) not in addends:
+                addends[scale, zero] = self._addend(scale, zero)
+            out.append(gpu.fma_f16x2(e, r, scale, addends[scale, zero]))
         return out
 
-    def _zero_addend(self, scale: str, zero: str) -> str:
-        """The addend of a group's dequantizing fma: -z s, or with offset_decode -(16 + z) s computed as
-        fma(z, -s, -16 s) (16 s is exact: one rounding)."""
+    def _addend(self, scale: str, zero) -> str:
+        """The addend of a group's dequantizing fma: -z s; with offset_decode -(B + z) s computed as
+        fma(z, -s, -B s), or -B s without zeros (B s is exact for B = 16: one rounding at most)."""
         e = self.e
         if not self.s.offset_decode:
             return e.op(f"arith.negf {e.op(f'arith.mulf {zero}, {scale} : {gpu.F16X2}')} : {gpu.F16X2}", "nzs")
-        minus_16s = e.op(f"arith.mulf {scale}, {e.const(f'dense<{-float(OFFSET)}>', gpu.F16X2)} : {gpu.F16X2}")
-        return gpu.fma_f16x2(e, zero, e.op(f"arith.negf {scale} : {gpu.F16X2}"), minus_16s)
+        base = float(offset_of(self.cfg["W_dtype"]))
+        minus_bs = e.op(f"arith.mulf {scale}, {e.const(f'dense<{-base}>', gpu.F16X2)} : {gpu.F16X2}")
+        if zero is None:
+            return minus_bs
+        return gpu.fma_f16x2(e, zero, e.op(f"arith.negf {scale} : {gpu.F16X2}"), minus_bs)
 
     def _swapped_mmas(self, sb: str, stage_base: str, w_regs: list, raw_params: list[str], accs: list[str],
                       n_acc: int) -> list[str]:

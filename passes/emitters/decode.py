@@ -133,22 +133,28 @@ def decode_word_f16(e: Emitter, word: str, W_dtype: str, lut: str = None) -> lis
     return regs
 
 
-OFFSET = 16  # decode_word_f16_offset's registers hold OFFSET + code
+def offset_of(W_dtype: str) -> int:
+    """What decode_word_f16_offset adds to a decoded 4-bit weight: 16 (the exponent's unit-1 base), plus 8
+    for signed codes, which enter biased (w + 8)."""
+    return 16 + (8 if format_of(W_dtype).kind == "int" else 0)
 
 
-def decode_word_f16_offset(e: Emitter, word: str) -> list[str]:
-    """The eight 4-bit unsigned codes of an i32 `word` as vector<2xf16> registers holding 16 + code
+def decode_word_f16_offset(e: Emitter, word: str, W_dtype: str) -> list[str]:
+    """The eight 4-bit codes of an i32 `word` as vector<2xf16> registers holding offset_of(W_dtype) + w
     (exact), in decode_word_f16's register order: each code shifted to mantissa bits 6-9 of its half
-    (where the exponent of 16 makes a unit of 1), one lop3 under that exponent, no float operation.
-    The caller's fma with the scale and -(16 + zero) * scale finishes dequantization."""
-    from .gpu import LUT_AND_OR, lop3
+    (where the exponent of 16 makes a unit of 1), one lop3 under that exponent (for signed codes the
+    lop3 also flips the sign bit: w + 8), no float operation. The caller's fma with the scale and
+    -(offset + zero) * scale finishes dequantization."""
+    from .gpu import LUT_AND_OR, LUT_AND_XOR, lop3
 
+    signed = format_of(W_dtype).kind == "int"
     mask = e.const(_i32(0x03C003C0), "i32")  # bits 6-9 of each half
+    magic = e.const(0x4E004E00 if signed else 0x4C004C00, "i32")  # 16.0, with bit 9 (the code's bit 3) to flip
     regs = []
     for i in range(4):  # register i: codes i and i + 4, at bits 4 i and 16 + 4 i of the word
         move = 6 - 4 * i
         x = _shift(e, word, "shli", move) if move > 0 else _shift(e, word, "shrui", -move)
-        regs.append(_f16x2(e, lop3(e, x, mask, e.const(0x4C004C00, "i32"), LUT_AND_OR)))  # 0x4C00: 16.0
+        regs.append(_f16x2(e, lop3(e, x, mask, magic, LUT_AND_XOR if signed else LUT_AND_OR)))
     return regs
 
 

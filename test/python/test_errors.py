@@ -480,3 +480,9 @@ def test_offset_decode_schedule_rule():
     expect(ValueError, ["offset_decode=1", "W_dtype=uint2"], lambda: offset(cfg("uint2", group_size=256), 1, offset_decode=1))
     expect(ValueError, ["offset_decode=1", "block_m <= 16"], lambda: offset(cfg(), 4096, offset_decode=1))
     expect(ValueError, ["offset_decode=2", "allowed: 0, 1"], lambda: offset(cfg(), 1, offset_decode=2))
+    # int4 (scale only) may take it when asked, before the mma; its default stays the fold (variant 39)
+    int4 = MatmulConfig(M=[1], N=512, K=8192, W_dtype="int4", with_scaling=True, group_size=128)
+    assert offset(int4, 1)[0] == 0 and offset(int4, 1, scale_after=0, offset_decode=1)[0] == 1
+    expect(ValueError, ["offset_decode=1", "int4", "scale_after=0"], lambda: offset(int4, 1, offset_decode=1))
+    expect(ValueError, ["offset_decode=1", "zeros_mode=rescale"],
+           lambda: offset(cfg(zeros_mode="rescale"), 1, scale_after=0, offset_decode=1))

@@ -183,43 +183,51 @@ def test_decode_scale_before_mma(fields, rng, seed):
     _check_each_m(op, cfg, (1, 7, 16), rng, f"{fields} scale_after=0 seed={seed}")
 
 
-OFFSET_CASES = [dict(group_size=128), dict(group_size=-1, with_bias=True)]
+OFFSET_CASES = [dict(W_dtype="uint4", with_zeros=True, group_size=128),
+                dict(W_dtype="uint4", with_zeros=True, group_size=-1, with_bias=True),
+                dict(W_dtype="int4", group_size=128)]
 
 
-@pytest.mark.parametrize("fields", OFFSET_CASES, ids=["g128", "per-channel-bias"])
+@pytest.mark.parametrize("fields", OFFSET_CASES, ids=["uint4-g128", "uint4-per-channel-bias", "int4-g128"])
 def test_offset_decode(fields, rng, seed):
-    """offset_decode=1 (uint4 codes as 16 + code, scale and 'original' zero in one fma) at 8 and 16 rows."""
-    cfg = MatmulConfig(M=[1, 16], N=328, K=1664, W_dtype="uint4", with_scaling=True, with_zeros=True, **fields)
-    op = Matmul(cfg, schedule=dict(offset_decode=1))
+    """offset_decode=1 (4-bit codes as 16 + code, or 24 + w for int4; scale and 'original' zero in one
+    fma) at 8 and 16 rows."""
+    cfg = MatmulConfig(M=[1, 16], N=328, K=1664, with_scaling=True, **fields)
+    op = Matmul(cfg, schedule=dict(scale_after=0, offset_decode=1))
     _check_each_m(op, cfg, (1, 7, 16), rng, f"{fields} offset_decode=1 seed={seed}")
 
 
+@pytest.mark.parametrize("W_dtype", ["uint4", "int4"])
 @pytest.mark.parametrize("bucket", [1, 16])
-def test_offset_decode_weight_error(bucket, rng, seed):
+def test_offset_decode_weight_error(W_dtype, bucket, rng, seed):
     """One-hot activation rows make each output one dequantized weight (one product, summed in f32, then
-    rounded to f16). With offset_decode every weight lies within (16 + z) s / 2048 (the f16 rounding of
-    the group's addend -(16 + z) s, at most s / 64) plus one f16 rounding of (w - z) s, for any code and
-    any zero in [0, 16)."""
+    rounded to f16). With offset_decode every weight lies within (B + z) s / 2048 (the f16 rounding of
+    the group's addend -(B + z) s; B = 16 for uint4 with zeros z in [0, 16), 24 for int4 without) plus
+    one f16 rounding of (w - z) s, for every code."""
     N, K, G = 256, 1024, 128
-    cfg = MatmulConfig(M=[bucket], N=N, K=K, W_dtype="uint4", with_scaling=True, with_zeros=True, group_size=G)
-    op = Matmul(cfg, schedule=dict(offset_decode=1))
-    codes = torch.randint(0, 16, (N, K), generator=rng)
+    zeros_given = W_dtype == "uint4"
+    cfg = MatmulConfig(M=[bucket], N=N, K=K, W_dtype=W_dtype, with_scaling=True, with_zeros=zeros_given, group_size=G)
+    op = Matmul(cfg, schedule=dict(scale_after=0, offset_decode=1))
+    codes = torch.randint(0, 16, (N, K), generator=rng) - (0 if zeros_given else 8)
     scale = (torch.rand(N, K // G, generator=rng) * 0.05 + 1e-3).half()
-    zeros = (torch.rand(N, K // G, generator=rng) * 16).half()
-    W, s, z = (t.cuda() for t in op.transform_weight(codes, scale=scale, zeros=zeros))
+    zeros = (torch.rand(N, K // G, generator=rng) * 16).half() if zeros_given else torch.zeros(N, K // G).half()
+    extras = dict(scale=scale, zeros=zeros) if zeros_given else dict(scale=scale)
+    W, *params = (t.cuda() for t in op.transform_weight(codes, **extras))
+    given = dict(zip(extras, params))
     ks = torch.randperm(K, generator=rng)[:16]
     rows = torch.zeros(16, K, dtype=torch.float16)
     rows[torch.arange(16), ks] = 1
     out = _poisoned((16, N), "float16", "cuda")
     for first in range(0, 16, bucket):
-        op(rows[first:first + bucket].cuda(), W, scale=s, zeros=z, output=out[first:first + bucket])
+        op(rows[first:first + bucket].cuda(), W, output=out[first:first + bucket], **given)
     sk, zk = scale.double()[:, ks // G], zeros.double()[:, ks // G]
     exact = ((codes[:, ks].double() - zk) * sk).T
-    addend = (16 + zk) * sk * 2.0 ** -11 * (1 + 2.0 ** -10)
+    base = 16 if zeros_given else 24
+    addend = (base + zk) * sk * 2.0 ** -11 * (1 + 2.0 ** -10)
     bound = (addend + exact.T.abs() * 2.0 ** -11 + 2.0 ** -25).T  # the addend's and the result's roundings
     err = (out.cpu().double() - exact).abs()
     assert not torch.isnan(err).any() and (err <= bound).all(), \
-        f"seed={seed} bucket={bucket}: worst excess {(err - bound).max().item():.3e} at {divmod(int((err - bound).argmax()), N)}"
+        f"seed={seed} {W_dtype} bucket={bucket}: worst excess {(err - bound).max().item():.3e} at {divmod(int((err - bound).argmax()), N)}"
 
 def test_split_k_shared_by_layers_and_streams(rng, seed):
     """Two Matmuls of one config share a K-split kernel; on two streams they must not share its workspace."""

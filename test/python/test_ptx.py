@@ -129,6 +129,22 @@ def test_offset_decode_ptx(bucket, N, K, tmp_path):
     report = _assemble(on, "sm_90a", tmp_path)
     assert re.search(r"\b(0|8|12|16) bytes spill stores", report), report
 
+
+@needs_ptxas
+def test_offset_decode_int4_ptx(tmp_path):
+    """int4 with offset_decode (asked for, scaled before the mma): the lop3 flips each code's sign bit
+    under the exponent of 16 (0x4E004E00), so registers hold 24 + w, one fma a register with -24 s
+    and no f16 multiply or f32 fold remain; it assembles without spills."""
+    cfg = MatmulConfig(M=[1], N=512, K=1024, W_dtype="int4", with_scaling=True, group_size=128)
+    ptx = gpu_pipeline.emit("matmul", cfg, "sm_90a", "ptx",
+                            matmul_schedule(cfg, 1, "sm_90a", scale_after=0, offset_decode=1))
+    exact = gpu_pipeline.emit("matmul", cfg, "sm_90a", "ptx", matmul_schedule(cfg, 1, "sm_90a", scale_after=0))
+    assert "1308642816" in ptx and "1275087872" not in ptx  # 0x4E004E00
+    assert "mul.rn.f16x2" in exact and ptx.count("mul.rn.f16x2") < exact.count("mul.rn.f16x2")
+    assert "add.rn.f16x2" not in ptx and "fma.rn.f32" not in ptx
+    report = _assemble(ptx, "sm_90a", tmp_path)
+    assert "0 bytes spill stores" in report, report
+
 @needs_ptxas
 @pytest.mark.parametrize("dim,causal,layout,target", [(64, False, "nnn", "sm_90a"), (128, True, "ntn", "sm_90a"),
                                                      (80, False, "nnn", "sm_90a"), (128, False, "nnn", "sm_86")])

@@ -9,8 +9,8 @@
 // CHECK: gpu.func @lowbit_matmul_{{.*}} kernel attributes {known_block_size = array<i32: 128, 1, 1>, nvvm.minctasm = 5 : i32}
 // CHECK: scf.for {{.*}} iter_args
 // CHECK: %[[MASK:.*]] = arith.constant 62915520 : i32
-// CHECK-NEXT: %[[X0:[0-9]+]] = arith.shli %{{.*}}, %c6_i32 : i32
 // CHECK-NEXT: %[[MAGIC:.*]] = arith.constant 1275087872 : i32
+// CHECK-NEXT: %[[X0:[0-9]+]] = arith.shli %{{.*}}, %c6_i32 : i32
 // CHECK-NEXT: llvm.inline_asm asm_dialect = att "lop3.b32 $0, $1, $2, $3, 0xea;", "=r,r,r,r" %[[X0]], %[[MASK]], %[[MAGIC]]
 // CHECK: arith.shli %{{.*}}, %c2_i32 : i32
 // CHECK-NEXT: llvm.inline_asm {{.*}}lop3{{.*}} %[[MASK]], %[[MAGIC]]
