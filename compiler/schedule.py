@@ -37,9 +37,9 @@ class MatmulSchedule:
     scale_after: int = 1
     # blocks an SM the kernel must fit (PTX .minnctapersm, which caps registers): 0 leaves it to ptxas
     min_blocks: int = 0
-    # 1: 4-bit codes decode to 16 + code and one fma a register applies scale and 'original' zero,
-    # (16 + w) s + c with c = -(16 + z) s once a group (uint4 zeros scaled before the mma; fewer
-    # instructions, a few more registers, c rounded to f16: see offset_decode_problem)
+    # 1: 4-bit codes decode to B + w (B = 16, or 24 for biased int4 codes) and one fma a register applies
+    # scale and 'original' zero, (B + w) s + c with c = -(B + z) s once a group (scaled before the mma;
+    # fewer instructions, a few more registers, c rounded to f16: see offset_decode_problem)
     offset_decode: int = 0
 
     @property
