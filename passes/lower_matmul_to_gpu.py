@@ -30,8 +30,8 @@ from mlir import ir
 
 from .base import ModulePass, RewritePattern, replace_with_launch, symbol_suffix
 from .emitters import gpu
-from .emitters.decode import (TABLES, decode_word_f16, decode_word_f16_offset, decode_word_s8, dequantize, offset_of,
-                               s8_scale_bits)
+from .emitters.decode import (TABLES, decode_word_f16, decode_word_f16_offset, decode_word_s8, dequantize,
+                               offset_addend, s8_scale_bits)
 from .emitters.ir import Emitter, mlir_type, saturate_to_i8
 from .verify import verified_matmul
 
@@ -541,8 +541,8 @@ class MatmulKernel:
         """Decoded weight registers (two per mma step) with their group's scale and zero applied in f16.
         Decode blocks apply an 'original' zero as one fma a register, w s + (-z s), with -z s once per
         group (measured as fast as or faster than subtract-then-multiply, docs/perf-notes.md variant 32);
-        with the schedule's offset_decode the registers hold B + w (B = offset_of(W_dtype)) and the fma
-        adds -(B + z) s, or -B s without zeros."""
+        with the schedule's offset_decode the registers hold B + w and the fma adds -(B + z) s, or -B s
+        without zeros (decode.offset_addend)."""
         e, cfg = self.e, self.cfg
         original = cfg["with_zeros"] and cfg["zeros_mode"] == "original"
         if not (self.s.offset_decode or (self.swapped and original)):
@@ -556,16 +556,12 @@ class MatmulKernel:
         return out
 
     def _addend(self, scale: str, zero) -> str:
-        """The addend of a group's dequantizing fma: -z s; with offset_decode -(B + z) s computed as
-        fma(z, -s, -B s), or -B s without zeros (B s is exact for B = 16: one rounding at most)."""
+        """The addend of a group's dequantizing fma: -z s, or with offset_decode the decoder's own
+        (decode.offset_addend)."""
         e = self.e
-        if not self.s.offset_decode:
-            return e.op(f"arith.negf {e.op(f'arith.mulf {zero}, {scale} : {gpu.F16X2}')} : {gpu.F16X2}", "nzs")
-        base = float(offset_of(self.cfg["W_dtype"]))
-        minus_bs = e.op(f"arith.mulf {scale}, {e.const(f'dense<{-base}>', gpu.F16X2)} : {gpu.F16X2}")
-        if zero is None:
-            return minus_bs
-        return gpu.fma_f16x2(e, zero, e.op(f"arith.negf {scale} : {gpu.F16X2}"), minus_bs)
+        if self.s.offset_decode:
+            return offset_addend(e, self.cfg["W_dtype"], scale, zero)
+        return e.op(f"arith.negf {e.op(f'arith.mulf {zero}, {scale} : {gpu.F16X2}')} : {gpu.F16X2}", "nzs")
 
     def _swapped_mmas(self, sb: str, stage_base: str, w_regs: list, raw_params: list[str], accs: list[str],
                       n_acc: int) -> list[str]:

@@ -133,18 +133,18 @@ def decode_word_f16(e: Emitter, word: str, W_dtype: str, lut: str = None) -> lis
     return regs
 
 
-def offset_of(W_dtype: str) -> int:
+def _offset(W_dtype: str) -> int:
     """What decode_word_f16_offset adds to a decoded 4-bit weight: 16 (the exponent's unit-1 base), plus 8
     for signed codes, which enter biased (w + 8)."""
     return 16 + (8 if format_of(W_dtype).kind == "int" else 0)
 
 
 def decode_word_f16_offset(e: Emitter, word: str, W_dtype: str) -> list[str]:
-    """The eight 4-bit codes of an i32 `word` as vector<2xf16> registers holding offset_of(W_dtype) + w
+    """The eight 4-bit codes of an i32 `word` as vector<2xf16> registers holding B + w (B = 16, 24 for int4)
     (exact), in decode_word_f16's register order: each code shifted to mantissa bits 6-9 of its half
     (where the exponent of 16 makes a unit of 1), one lop3 under that exponent (for signed codes the
-    lop3 also flips the sign bit: w + 8), no float operation. The caller's fma with the scale and
-    -(offset + zero) * scale finishes dequantization."""
+    lop3 also flips the sign bit: w + 8), no float operation. An fma with the scale and offset_addend
+    finishes dequantization."""
     from .gpu import LUT_AND_OR, LUT_AND_XOR, lop3
 
     signed = format_of(W_dtype).kind == "int"
@@ -156,6 +156,18 @@ def decode_word_f16_offset(e: Emitter, word: str, W_dtype: str) -> list[str]:
         x = _shift(e, word, "shli", move) if move > 0 else _shift(e, word, "shrui", -move)
         regs.append(_f16x2(e, lop3(e, x, mask, magic, LUT_AND_XOR if signed else LUT_AND_OR)))
     return regs
+
+
+def offset_addend(e: Emitter, W_dtype: str, scale: str, zero: str = None) -> str:
+    """The addend that dequantizes decode_word_f16_offset's registers B + w in one fma with the scale
+    (vector<2xf16> splats): -(B + z) s computed as fma(z, -s, -B s), or -B s without a zero (B s is
+    exact for B = 16: one rounding at most)."""
+    from .gpu import F16X2, fma_f16x2
+
+    minus_bs = e.op(f"arith.mulf {scale}, {e.const(f'dense<{-float(_offset(W_dtype))}>', F16X2)} : {F16X2}")
+    if zero is None:
+        return minus_bs
+    return fma_f16x2(e, zero, e.op(f"arith.negf {scale} : {F16X2}"), minus_bs)
 
 
 def s8_scale_bits(W_dtype: str, K: int) -> int:
