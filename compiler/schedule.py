@@ -200,9 +200,10 @@ def matmul_schedule(cfg, bucket: int, target: str, **overrides) -> MatmulSchedul
     thread. m <= 16: 128 columns a block (the 16 rows of A are read once per 128 weight columns) and
     K split over up to 4 blocks to keep the block count up; a long K over more, up to the blocks one
     wave holds on the target's reference device; a wide N over 2 with fewer registers, one wave.
-    Decode blocks apply group scales after or before the mma, see _scale_place. Up to 64 rows: 32 or
-    64 rows x 64 columns; more: 64 or (above 256 rows) 128 rows x 128 columns, 8- and 16-bit weights
-    128 k per iteration, with as many A stages as 48 KB of shared memory holds. Above 64 rows on
+    Grids of at most 2 decode blocks an SM take the weights through the shared-memory stages, see
+    _small_grid_weights. Decode blocks apply group scales after or before the mma, see _scale_place.
+    Up to 64 rows: 32 or 64 rows x 64 columns; more: 64 or (above 256 rows) 128 rows x 128 columns,
+    8- and 16-bit weights 128 k per iteration, with as many A stages as 48 KB of shared memory holds. Above 64 rows on
     sm_90a with float A: the warpgroup (wgmma) kernel, see wgmma_schedule.
     """
     fmt = format_of(cfg.W_dtype)
@@ -266,6 +267,8 @@ def matmul_schedule(cfg, bucket: int, target: str, **overrides) -> MatmulSchedul
     else:
         sched = MatmulSchedule(block_m, warp_n_tiles, stages, warps_k, prefetch, a_smem, split_k, k_unroll)
     sched = replace(sched, **overrides)
+    if not {"w_smem", "stages"} & set(overrides) and not sched.wgmma:
+        sched = _small_grid_weights(cfg, sched, target)
     if "scale_after" not in overrides and not sched.wgmma:
         sched = _scale_place(cfg, sched, overrides)
     sched.check()
@@ -283,6 +286,26 @@ def matmul_schedule(cfg, bucket: int, target: str, **overrides) -> MatmulSchedul
         raise ValueError(f"schedule a_smem=0 loads A 4 bytes at a time and needs K={cfg.K} to be a multiple of "
                          f"{4 if cfg.A_dtype == 'int8' else 2}")
     return sched
+
+
+def _small_grid_weights(cfg, sched: MatmulSchedule, target: str) -> MatmulSchedule:
+    """Decode grids of at most 2 blocks an SM (N = 4096 at m <= 8, up to 8192 at m = 16 on 132 SMs)
+    leave registers and shared memory idle, and each SM streams too few bytes: their weights come
+    through 3 shared-memory stages (cp.async, w_smem), 2 iterations ahead without registers. Measured
+    on the H100 (docs/perf-notes.md, variant 41), alone: 0.76-0.98x the time at 4 bits and below with
+    one group a superblock or none, 0.80-0.88x for 8- and 16-bit weights at 8 rows (back to back
+    0.74-1.02x); small groups (int4 g32: up to 1.15x) and 8- and 16-bit weights at 16 rows (up to
+    1.09x) measured slower, and grids of 3 blocks an SM or more mixed to slower (0.95-1.03x at m = 1,
+    up to 1.14x at m = 16). An override of w_smem or stages leaves the choice to the caller."""
+    bits = format_of(cfg.W_dtype).bits
+    blocks = -(-cfg.N // sched.block_n) * sched.split_k
+    if (sched.block_m > 16 or not sched.a_smem or blocks > 2 * target_of(target).sms
+            or superblock_groups(cfg) > 1 or (bits >= 8 and sched.block_m > 8)):
+        return sched
+    shared = replace(sched, w_smem=1, stages=3)
+    if matmul_smem_bytes(cfg, shared) > SHARED_OPTIN.get(target, SHARED_LIMIT):
+        return sched
+    return shared
 
 
 def _scale_place(cfg, sched: MatmulSchedule, overrides: dict) -> MatmulSchedule:

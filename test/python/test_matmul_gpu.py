@@ -1,6 +1,8 @@
 """Matmul on the GPU: the SPEC matrix of the CPU suite, large shapes, streams and devices (H100)."""
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from reference import TORCH, assert_close, matmul_tolerance, random_matmul_inputs
@@ -41,6 +43,35 @@ def test_matmul_matrix_gpu(case, rng, seed):
     fresh = inp.run(op)
     assert fresh.device.type == "cuda" and fresh is not output
     assert_close(fresh, ref, cfg.out_dtype, cfg.accum_dtype, cfg.K, msg=f"{case.id} seed={seed} (no output=)")
+
+
+def _small_grid_cases():
+    """The SPEC cases whose default decode schedule takes the weights through the shared-memory stages
+    (grids of at most 2 blocks an SM, compiler.schedule._small_grid_weights)."""
+    from lowbit.compiler.schedule import matmul_schedule
+
+    cases = []
+    for case in CASES:
+        cfg = MatmulConfig(**case.cfg)
+        sched = matmul_schedule(cfg, cfg.bucket_for(math.prod(case.lead)), "sm_90a")
+        if sched.w_smem and not sched.wgmma:
+            cases.append(case)
+    return cases
+
+
+SMALL_GRID_CASES = _small_grid_cases()
+
+
+@pytest.mark.parametrize("case", SMALL_GRID_CASES, ids=[c.id for c in SMALL_GRID_CASES])
+def test_matmul_matrix_gpu_register_weights(case, rng, seed):
+    """The register path (weights loaded straight to registers, every larger grid's default) on the SPEC
+    cases whose small grids take the shared-memory stages by default."""
+    cfg = MatmulConfig(**case.cfg)
+    inp = random_matmul_inputs(cfg, case.lead, "cuda", rng, prepack_zeros=case.prepack)
+    op = Matmul(cfg, schedule={"w_smem": 0})
+    output = _poisoned((*inp.A.shape[:-1], cfg.N), cfg.out_dtype, "cuda")
+    inp.run(op, output=output)
+    assert_close(output, inp.reference(), cfg.out_dtype, cfg.accum_dtype, cfg.K, msg=f"{case.id} w_smem=0 seed={seed}")
 
 
 def _dequant_gpu(W_logical, scale, zeros, G):
