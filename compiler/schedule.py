@@ -295,12 +295,17 @@ def _small_grid_weights(cfg, sched: MatmulSchedule, target: str) -> MatmulSchedu
     on the H100 (docs/perf-notes.md, variant 41), alone: 0.76-0.98x the time at 4 bits and below with
     one group a superblock or none, 0.80-0.88x for 8- and 16-bit weights at 8 rows (back to back
     0.74-1.02x); small groups (int4 g32: up to 1.15x) and 8- and 16-bit weights at 16 rows (up to
-    1.09x) measured slower, and grids of 3 blocks an SM or more mixed to slower (0.95-1.03x at m = 1,
-    up to 1.14x at m = 16). An override of w_smem or stages leaves the choice to the caller."""
-    bits = format_of(cfg.W_dtype).bits
+    1.09x) measured slower, and grids of 3 blocks an SM or more mixed to slower (0.91-1.17x at m = 1
+    by format, up to 1.14x at m = 16), except int4 and uint4 without zeros at 8 rows: 0.92-1.00x up to
+    5.2 blocks an SM, 0.99-1.03x from 6.8 (variant 42), so for them the limit is 6 blocks an SM.
+    An override of w_smem or stages leaves the choice to the caller."""
+    fmt = format_of(cfg.W_dtype)
     blocks = -(-cfg.N // sched.block_n) * sched.split_k
-    if (sched.block_m > 16 or not sched.a_smem or blocks > 2 * target_of(target).sms
-            or superblock_groups(cfg) > 1 or (bits >= 8 and sched.block_m > 8)):
+    # 4-bit integer codes without zeros at 8 rows (the fold kernels) gain up to 6 blocks an SM
+    fold4 = fmt.bits == 4 and fmt.kind in ("int", "uint") and not cfg.with_zeros and cfg.A_dtype == "float16" \
+        and sched.block_m == 8
+    if (sched.block_m > 16 or not sched.a_smem or blocks > (6 if fold4 else 2) * target_of(target).sms
+            or superblock_groups(cfg) > 1 or (fmt.bits >= 8 and sched.block_m > 8)):
         return sched
     shared = replace(sched, w_smem=1, stages=3)
     if matmul_smem_bytes(cfg, shared) > SHARED_OPTIN.get(target, SHARED_LIMIT):

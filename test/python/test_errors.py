@@ -358,8 +358,9 @@ def test_w_smem_schedule_rules():
 def test_small_grid_weights_schedule_rule():
     """Decode grids of at most 2 blocks an SM take the weights through 3 shared-memory stages (w_smem=1)
     where that measured faster: 4-bit and narrower weights with one group a superblock (or no float-A
-    scaling) at 8 and 16 rows, 8- and 16-bit weights at 8 rows. Larger grids, small groups, prefill
-    and any override of w_smem or stages keep the register path."""
+    scaling) at 8 and 16 rows, 8- and 16-bit weights at 8 rows; int4 and uint4 without zeros at 8 rows
+    up to 6 blocks an SM. Larger grids, small groups, prefill and any override of w_smem or stages keep
+    the register path."""
     from lowbit.compiler.schedule import matmul_schedule
 
     def smem(N, K, bucket, target="sm_90a", **fields):
@@ -367,16 +368,22 @@ def test_small_grid_weights_schedule_rule():
         sched = matmul_schedule(MatmulConfig(M=[bucket], N=N, K=K, **fields), bucket, target)
         return sched.w_smem, sched.stages
 
-    assert smem(4096, 4096, 1) == (1, 3) and smem(4096, 14336, 1) == (1, 3)  # 256 blocks of 16 columns
-    assert smem(4224, 4096, 1) == (1, 3) and smem(4240, 4096, 1)[0] == 0  # 264 = 2 x 132 SMs, then 265
-    assert smem(8192, 8192, 1)[0] == 0 and smem(28672, 8192, 1)[0] == 0
+    uint4_zeros = dict(W_dtype="uint4", with_scaling=True, with_zeros=True, group_size=128)
+    assert smem(4096, 4096, 1, **uint4_zeros) == (1, 3)  # 256 blocks of 16 columns
+    assert smem(4224, 4096, 1, **uint4_zeros) == (1, 3) and smem(4240, 4096, 1, **uint4_zeros)[0] == 0  # 264 = 2 x 132 SMs
+    assert smem(8192, 8192, 1, **uint4_zeros)[0] == 0
+    assert smem(2048, 4096, 1, "sm_86", **uint4_zeros) == (1, 3) and smem(4096, 4096, 1, "sm_86", **uint4_zeros)[0] == 0
+    assert smem(4096, 4096, 16, **uint4_zeros) == (1, 3) and smem(8192, 8192, 16, **uint4_zeros) == (1, 3)
+    # int4 and uint4 without zeros at 8 rows (the fold kernels): up to 6 blocks an SM
+    assert smem(8192, 28672, 1) == (1, 3) and smem(11008, 4096, 1) == (1, 3)  # 512, 688 blocks
+    assert smem(12672, 4096, 1) == (1, 3) and smem(12688, 4096, 1)[0] == 0  # 792 = 6 x 132, then 793
+    assert smem(14336, 4096, 1)[0] == 0 and smem(28672, 8192, 1)[0] == 0
+    assert smem(8192, 8192, 1, W_dtype="uint4", with_scaling=True, group_size=128) == (1, 3)
     assert smem(8192, 8192, 16) == (1, 3)  # 64 tiles of 128 columns x split 4
     assert smem(14336, 4096, 16)[0] == 0 and smem(8192, 28672, 16)[0] == 0  # 448, 384 blocks
-    assert smem(2048, 4096, 1, "sm_86") == (1, 3) and smem(4096, 4096, 1, "sm_86")[0] == 0  # 84 SMs
     assert smem(4096, 4096, 64)[0] == 0 and smem(4096, 4096, 4096)[0] == 0  # prefill
-    uint4_zeros = dict(W_dtype="uint4", with_scaling=True, with_zeros=True, group_size=128)
-    assert smem(4096, 4096, 16, **uint4_zeros) == (1, 3)
     assert smem(4096, 4096, 1, W_dtype="int2") == (1, 3) and smem(4096, 4096, 1, W_dtype="nf4") == (1, 3)
+    assert smem(8192, 8192, 1, W_dtype="int2")[0] == 0 and smem(8192, 8192, 1, W_dtype="nf4")[0] == 0
     assert smem(4096, 4096, 1, W_dtype="int4", with_scaling=True, group_size=32)[0] == 0  # 4 groups a superblock
     for wide in (dict(W_dtype="float16"), dict(W_dtype="int8", A_dtype="int8", accum_dtype="int32", out_dtype="int32")):
         assert smem(4096, 4096, 1, **wide) == (1, 3) and smem(4096, 4096, 16, **wide)[0] == 0
