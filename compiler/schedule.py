@@ -200,11 +200,12 @@ def matmul_schedule(cfg, bucket: int, target: str, **overrides) -> MatmulSchedul
     thread. m <= 16: 128 columns a block (the 16 rows of A are read once per 128 weight columns) and
     K split over up to 4 blocks to keep the block count up; a long K over more, up to the blocks one
     wave holds on the target's reference device; a wide N over 2 with fewer registers, one wave.
-    Grids of at most 2 decode blocks an SM take the weights through the shared-memory stages, see
-    _small_grid_weights. Decode blocks apply group scales after or before the mma, see _scale_place.
-    Up to 64 rows: 32 or 64 rows x 64 columns; more: 64 or (above 256 rows) 128 rows x 128 columns,
-    8- and 16-bit weights 128 k per iteration, with as many A stages as 48 KB of shared memory holds. Above 64 rows on
-    sm_90a with float A: the warpgroup (wgmma) kernel, see wgmma_schedule.
+    Grids of at most 2 decode blocks an SM (6 for the 4-bit fold kernels at 8 rows) take the weights
+    through the shared-memory stages, see _small_grid_weights. Decode blocks apply group scales after
+    or before the mma, see _scale_place. Up to 64 rows: 32 or 64 rows x 64 columns; more: 64 or (above
+    256 rows) 128 rows x 128 columns, 8- and 16-bit weights 128 k per iteration, with as many A stages
+    as 48 KB of shared memory holds. Above 64 rows on sm_90a with float A: the warpgroup (wgmma)
+    kernel, see wgmma_schedule.
     """
     fmt = format_of(cfg.W_dtype)
     superblock = layout_of(fmt.bits, cfg.A_dtype).superblock
