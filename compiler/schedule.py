@@ -200,12 +200,12 @@ def matmul_schedule(cfg, bucket: int, target: str, **overrides) -> MatmulSchedul
     thread. m <= 16: 128 columns a block (the 16 rows of A are read once per 128 weight columns) and
     K split over up to 4 blocks to keep the block count up; a long K over more, up to the blocks one
     wave holds on the target's reference device; a wide N over 2 with fewer registers, one wave.
-    Grids of at most 2 decode blocks an SM (6 for the 4-bit fold kernels at 8 rows) take the weights
-    through the shared-memory stages, see _small_grid_weights. Decode blocks apply group scales after
-    or before the mma, see _scale_place. Up to 64 rows: 32 or 64 rows x 64 columns; more: 64 or (above
-    256 rows) 128 rows x 128 columns, 8- and 16-bit weights 128 k per iteration, with as many A stages
-    as 48 KB of shared memory holds. Above 64 rows on sm_90a with float A: the warpgroup (wgmma)
-    kernel, see wgmma_schedule.
+    Decode grids of at most 2 blocks an SM (6 for the 4-bit fold kernels at 8 rows), and some grids of
+    many waves at 8 rows, take the weights through the shared-memory stages, see _weight_ring. Decode
+    blocks apply group scales after or before the mma, see _scale_place. Up to 64 rows: 32 or 64 rows x
+    64 columns; more: 64 or (above 256 rows) 128 rows x 128 columns, 8- and 16-bit weights 128 k per
+    iteration, with as many A stages as 48 KB of shared memory holds. Above 64 rows on sm_90a with
+    float A: the warpgroup (wgmma) kernel, see wgmma_schedule.
     """
     fmt = format_of(cfg.W_dtype)
     superblock = layout_of(fmt.bits, cfg.A_dtype).superblock
@@ -269,7 +269,7 @@ def matmul_schedule(cfg, bucket: int, target: str, **overrides) -> MatmulSchedul
         sched = MatmulSchedule(block_m, warp_n_tiles, stages, warps_k, prefetch, a_smem, split_k, k_unroll)
     sched = replace(sched, **overrides)
     if not {"w_smem", "stages"} & set(overrides) and not sched.wgmma:
-        sched = _small_grid_weights(cfg, sched, target)
+        sched = _weight_ring(cfg, sched, target)
     if "scale_after" not in overrides and not sched.wgmma:
         sched = _scale_place(cfg, sched, overrides)
     sched.check()
@@ -289,29 +289,38 @@ def matmul_schedule(cfg, bucket: int, target: str, **overrides) -> MatmulSchedul
     return sched
 
 
-def _small_grid_weights(cfg, sched: MatmulSchedule, target: str) -> MatmulSchedule:
-    """Decode grids of at most 2 blocks an SM (N = 4096 at m <= 8, up to 8192 at m = 16 on 132 SMs)
-    leave registers and shared memory idle, and each SM streams too few bytes: their weights come
-    through 3 shared-memory stages (cp.async, w_smem), 2 iterations ahead without registers. Measured
-    on the H100 (docs/perf-notes.md, variant 41), alone: 0.76-0.98x the time at 4 bits and below with
-    one group a superblock or none, 0.80-0.88x for 8- and 16-bit weights at 8 rows (back to back
+def _weight_ring(cfg, sched: MatmulSchedule, target: str) -> MatmulSchedule:
+    """Where decode weights travel through the shared-memory stages (w_smem, cp.async) instead of
+    straight to registers, by the blocks an SM of the grid (docs/perf-notes.md, variants 40-44).
+
+    Small grids leave registers and shared memory idle and each SM streams too few bytes: at most 2
+    blocks an SM (N = 4096 at m <= 8, up to 8192 at m = 16 on 132 SMs) take 3 stages, 2 iterations
+    ahead without registers. Measured on the H100, alone: 0.76-0.98x the time at 4 bits and below
+    with one group a superblock or none, 0.80-0.88x for 8- and 16-bit weights at 8 rows (back to back
     0.74-1.02x); small groups (int4 g32: up to 1.15x) and 8- and 16-bit weights at 16 rows (up to
-    1.09x) measured slower, and grids of 3 blocks an SM or more mixed to slower (0.91-1.17x at m = 1
-    by format, up to 1.14x at m = 16), except int4 and uint4 without zeros at 8 rows: 0.92-1.00x up to
-    5.2 blocks an SM, 0.99-1.03x from 6.8 (variant 42), so for them the limit is 6 blocks an SM.
-    An override of w_smem or stages leaves the choice to the caller."""
+    1.09x) measured slower, and so did most formats on larger grids (0.91-1.17x at m = 1, up to 1.14x
+    at m = 16). int4 and uint4 without zeros at 8 rows (the fold kernels) gain up to 6 blocks an SM
+    (0.92-1.00x up to 5.2, 0.99-1.03x from 6.8).
+
+    Grids of many waves at 8 rows gain from more blocks an SM instead: 2 stages with one iteration of
+    weights in registers (w_prefetch 1; 78-96 registers) for the fold kernels above 6 blocks an SM
+    (0.87-0.92x at 6.8 and 13.6) and for uint4 'original' zeros in one group a superblock above 4
+    (0.92-0.99x at 5.2-13.6; 1.04-1.05x at 3.9). An override of w_smem or stages leaves the choice to
+    the caller."""
     fmt = format_of(cfg.W_dtype)
-    blocks = -(-cfg.N // sched.block_n) * sched.split_k
-    # 4-bit integer codes without zeros at 8 rows (the fold kernels) gain up to 6 blocks an SM
-    fold4 = fmt.bits == 4 and fmt.kind in ("int", "uint") and not cfg.with_zeros and cfg.A_dtype == "float16" \
-        and sched.block_m == 8
-    if (sched.block_m > 16 or not sched.a_smem or blocks > (6 if fold4 else 2) * target_of(target).sms
-            or superblock_groups(cfg) > 1 or (fmt.bits >= 8 and sched.block_m > 8)):
+    per_sm = -(-cfg.N // sched.block_n) * sched.split_k / target_of(target).sms
+    eight_rows = sched.block_m == 8 and cfg.A_dtype == "float16"
+    fold4 = eight_rows and fmt.bits == 4 and fmt.kind in ("int", "uint") and not cfg.with_zeros
+    uint4_zeros = eight_rows and cfg.W_dtype == "uint4" and zeros_before_mma(cfg)
+    if sched.block_m > 16 or not sched.a_smem or superblock_groups(cfg) > 1:
         return sched
-    shared = replace(sched, w_smem=1, stages=3)
-    if matmul_smem_bytes(cfg, shared) > SHARED_OPTIN.get(target, SHARED_LIMIT):
+    if per_sm <= (6 if fold4 else 2) and not (fmt.bits >= 8 and sched.block_m > 8):
+        ring = replace(sched, w_smem=1, stages=3)
+    elif (fold4 and per_sm > 6) or (uint4_zeros and per_sm > 4):
+        ring = replace(sched, w_smem=1, stages=2, w_prefetch=1)
+    else:
         return sched
-    return shared
+    return ring if matmul_smem_bytes(cfg, ring) <= SHARED_OPTIN.get(target, SHARED_LIMIT) else sched
 
 
 def _scale_place(cfg, sched: MatmulSchedule, overrides: dict) -> MatmulSchedule:

@@ -355,38 +355,43 @@ def test_w_smem_schedule_rules():
     expect(ValueError, ["w_smem=1", "a_smem=1"], lambda: matmul_schedule(cfg, 16, "sm_90a", w_smem=1, a_smem=0))
 
 
-def test_small_grid_weights_schedule_rule():
-    """Decode grids of at most 2 blocks an SM take the weights through 3 shared-memory stages (w_smem=1)
-    where that measured faster: 4-bit and narrower weights with one group a superblock (or no float-A
-    scaling) at 8 and 16 rows, 8- and 16-bit weights at 8 rows; int4 and uint4 without zeros at 8 rows
-    up to 6 blocks an SM. Larger grids, small groups, prefill and any override of w_smem or stages keep
-    the register path."""
+def test_weight_ring_schedule_rule():
+    """Where decode weights default to the shared-memory stages (w_smem=1), by the grid's blocks an SM:
+    at most 2 take 3 stages (4-bit and narrower weights with one group a superblock or no float-A
+    scaling, at 8 and 16 rows; 8- and 16-bit weights at 8 rows), int4 and uint4 without zeros at 8 rows
+    up to 6; above 6 for those and above 4 for uint4 'original' zeros at 8 rows, 2 stages with one
+    iteration in registers. Other grids, small groups, prefill and any override of w_smem or stages
+    keep the register path."""
     from lowbit.compiler.schedule import matmul_schedule
 
-    def smem(N, K, bucket, target="sm_90a", **fields):
+    def ring(N, K, bucket, target="sm_90a", **fields):
         fields = fields or dict(W_dtype="int4", with_scaling=True, group_size=128)
         sched = matmul_schedule(MatmulConfig(M=[bucket], N=N, K=K, **fields), bucket, target)
-        return sched.w_smem, sched.stages
+        return (sched.stages, sched.w_prefetch) if sched.w_smem else None
 
+    small, many = (3, 2), (2, 1)
     uint4_zeros = dict(W_dtype="uint4", with_scaling=True, with_zeros=True, group_size=128)
-    assert smem(4096, 4096, 1, **uint4_zeros) == (1, 3)  # 256 blocks of 16 columns
-    assert smem(4224, 4096, 1, **uint4_zeros) == (1, 3) and smem(4240, 4096, 1, **uint4_zeros)[0] == 0  # 264 = 2 x 132 SMs
-    assert smem(8192, 8192, 1, **uint4_zeros)[0] == 0
-    assert smem(2048, 4096, 1, "sm_86", **uint4_zeros) == (1, 3) and smem(4096, 4096, 1, "sm_86", **uint4_zeros)[0] == 0
-    assert smem(4096, 4096, 16, **uint4_zeros) == (1, 3) and smem(8192, 8192, 16, **uint4_zeros) == (1, 3)
-    # int4 and uint4 without zeros at 8 rows (the fold kernels): up to 6 blocks an SM
-    assert smem(8192, 28672, 1) == (1, 3) and smem(11008, 4096, 1) == (1, 3)  # 512, 688 blocks
-    assert smem(12672, 4096, 1) == (1, 3) and smem(12688, 4096, 1)[0] == 0  # 792 = 6 x 132, then 793
-    assert smem(14336, 4096, 1)[0] == 0 and smem(28672, 8192, 1)[0] == 0
-    assert smem(8192, 8192, 1, W_dtype="uint4", with_scaling=True, group_size=128) == (1, 3)
-    assert smem(8192, 8192, 16) == (1, 3)  # 64 tiles of 128 columns x split 4
-    assert smem(14336, 4096, 16)[0] == 0 and smem(8192, 28672, 16)[0] == 0  # 448, 384 blocks
-    assert smem(4096, 4096, 64)[0] == 0 and smem(4096, 4096, 4096)[0] == 0  # prefill
-    assert smem(4096, 4096, 1, W_dtype="int2") == (1, 3) and smem(4096, 4096, 1, W_dtype="nf4") == (1, 3)
-    assert smem(8192, 8192, 1, W_dtype="int2")[0] == 0 and smem(8192, 8192, 1, W_dtype="nf4")[0] == 0
-    assert smem(4096, 4096, 1, W_dtype="int4", with_scaling=True, group_size=32)[0] == 0  # 4 groups a superblock
+    assert ring(4096, 4096, 1, **uint4_zeros) == small  # 256 blocks of 16 columns
+    assert ring(4224, 4096, 1, **uint4_zeros) == small and ring(4240, 4096, 1, **uint4_zeros) is None  # 264 = 2 x 132
+    assert ring(8192, 8192, 1, **uint4_zeros) is None and ring(8448, 8192, 1, **uint4_zeros) is None  # 3.9, 4 an SM
+    assert ring(8464, 8192, 1, **uint4_zeros) == many and ring(28672, 8192, 1, **uint4_zeros) == many  # above 4
+    assert ring(2048, 4096, 1, "sm_86", **uint4_zeros) == small and ring(4096, 4096, 1, "sm_86", **uint4_zeros) is None
+    assert ring(4096, 4096, 16, **uint4_zeros) == small and ring(8192, 8192, 16, **uint4_zeros) == small
+    assert ring(28672, 8192, 16, **uint4_zeros) is None  # 16 rows: no ring for many waves
+    # int4 and uint4 without zeros at 8 rows (the fold kernels): 3 stages up to 6 blocks an SM, then 2
+    assert ring(8192, 28672, 1) == small and ring(11008, 4096, 1) == small  # 512, 688 blocks
+    assert ring(12672, 4096, 1) == small and ring(12688, 4096, 1) == many  # 792 = 6 x 132, then 793
+    assert ring(28672, 8192, 1) == many and ring(28672, 8192, 1, W_dtype="uint4", with_scaling=True, group_size=128) == many
+    assert ring(8192, 8192, 16) == small  # 64 tiles of 128 columns x split 4
+    assert ring(14336, 4096, 16) is None and ring(8192, 28672, 16) is None  # 448, 384 blocks
+    assert ring(4096, 4096, 64) is None and ring(4096, 4096, 4096) is None  # prefill
+    assert ring(4096, 4096, 1, W_dtype="int2") == small and ring(4096, 4096, 1, W_dtype="nf4") == small
+    assert ring(8192, 8192, 1, W_dtype="int2") is None and ring(28672, 8192, 1, W_dtype="nf4") is None
+    assert ring(4096, 4096, 1, W_dtype="int4", with_scaling=True, group_size=32) is None  # 4 groups a superblock
+    assert ring(28672, 8192, 1, W_dtype="uint2", with_scaling=True, with_zeros=True, group_size=128) is None
     for wide in (dict(W_dtype="float16"), dict(W_dtype="int8", A_dtype="int8", accum_dtype="int32", out_dtype="int32")):
-        assert smem(4096, 4096, 1, **wide) == (1, 3) and smem(4096, 4096, 16, **wide)[0] == 0
+        assert ring(4096, 4096, 1, **wide) == small and ring(4096, 4096, 16, **wide) is None
+        assert ring(28672, 8192, 1, **wide) is None
     cfg = MatmulConfig(M=[1], N=4096, K=4096, W_dtype="int4", with_scaling=True, group_size=128)
     assert matmul_schedule(cfg, 1, "sm_90a", w_smem=0).w_smem == 0
     assert (matmul_schedule(cfg, 1, "sm_90a", stages=2).w_smem, matmul_schedule(cfg, 1, "sm_90a", stages=2).stages) == (0, 2)

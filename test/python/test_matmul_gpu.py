@@ -47,7 +47,7 @@ def test_matmul_matrix_gpu(case, rng, seed):
 
 def _small_grid_cases():
     """The SPEC cases whose default decode schedule takes the weights through the shared-memory stages
-    (grids of at most 2 blocks an SM, compiler.schedule._small_grid_weights)."""
+    (small grids, compiler.schedule._weight_ring)."""
     from lowbit.compiler.schedule import matmul_schedule
 
     cases = []
@@ -186,6 +186,9 @@ W_SMEM_CASES = [
     (dict(W_dtype="int2", A_dtype="int8", accum_dtype="int32", out_dtype="int32", with_bias=True), dict(w_smem=1, stages=5)),
     (dict(W_dtype="int4", with_scaling=True, group_size=32, accum_dtype="float32"), dict(w_smem=1, stages=8, split_k=4, warps_k=1)),
     (dict(W_dtype="float16"), dict(w_smem=1, stages=4, w_prefetch=1)),
+    # the defaults of grids of many waves at 8 rows (compiler.schedule._weight_ring)
+    (dict(W_dtype="int4", with_scaling=True, group_size=128), dict(w_smem=1, stages=2, w_prefetch=1)),
+    (dict(W_dtype="uint4", with_scaling=True, with_zeros=True, group_size=128), dict(w_smem=1, stages=2, w_prefetch=1)),
 ]
 
 
