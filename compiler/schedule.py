@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields, replace
 
-from lowbit.compiler.target import target_of
+from lowbit.compiler.target import TARGETS, target_of
 from lowbit.formats import format_of
 from lowbit.layout import layout_of
 
@@ -207,6 +207,9 @@ def matmul_schedule(cfg, bucket: int, target: str, **overrides) -> MatmulSchedul
     iteration, with as many A stages as 48 KB of shared memory holds. Above 64 rows on sm_90a with
     float A: the warpgroup (wgmma) kernel, see wgmma_schedule.
     """
+    if not target_of(target).is_gpu:
+        gpus = ", ".join(name for name, t in TARGETS.items() if t.is_gpu)
+        raise ValueError(f"target={target!r} has no GPU schedule; allowed: {gpus}")
     fmt = format_of(cfg.W_dtype)
     superblock = layout_of(fmt.bits, cfg.A_dtype).superblock
     split_k, stages = 1, 3  # stages: at most this many, as shared memory allows

@@ -396,6 +396,7 @@ def test_weight_ring_schedule_rule():
     assert matmul_schedule(cfg, 1, "sm_90a", w_smem=0).w_smem == 0
     assert (matmul_schedule(cfg, 1, "sm_90a", stages=2).w_smem, matmul_schedule(cfg, 1, "sm_90a", stages=2).stages) == (0, 2)
     assert matmul_schedule(cfg, 1, "sm_90a", a_smem=0).w_smem == 0
+    expect(ValueError, ["target='cpu'", "no GPU schedule", "sm_80", "sm_90a"], lambda: matmul_schedule(cfg, 1, "cpu"))
 
 
 def test_decode_split_k_fills_a_wave():
