@@ -272,7 +272,7 @@ def matmul_schedule(cfg, bucket: int, target: str, **overrides) -> MatmulSchedul
         sched = MatmulSchedule(block_m, warp_n_tiles, stages, warps_k, prefetch, a_smem, split_k, k_unroll)
     sched = replace(sched, **overrides)
     if not {"w_smem", "stages"} & set(overrides) and not sched.wgmma:
-        sched = _weight_ring(cfg, sched, target)
+        sched = _weight_ring(cfg, sched, target, overrides)
     if "scale_after" not in overrides and not sched.wgmma:
         sched = _scale_place(cfg, sched, overrides)
     sched.check()
@@ -292,7 +292,7 @@ def matmul_schedule(cfg, bucket: int, target: str, **overrides) -> MatmulSchedul
     return sched
 
 
-def _weight_ring(cfg, sched: MatmulSchedule, target: str) -> MatmulSchedule:
+def _weight_ring(cfg, sched: MatmulSchedule, target: str, overrides: dict) -> MatmulSchedule:
     """Where decode weights travel through the shared-memory stages (w_smem, cp.async) instead of
     straight to registers, by the blocks an SM of the grid (docs/perf-notes.md, variants 40-44).
 
@@ -309,7 +309,7 @@ def _weight_ring(cfg, sched: MatmulSchedule, target: str) -> MatmulSchedule:
     weights in registers (w_prefetch 1; 78-96 registers) for the fold kernels above 6 blocks an SM
     (0.87-0.92x at 6.8 and 13.6) and for uint4 'original' zeros in one group a superblock above 4
     (0.92-0.99x at 5.2-13.6; 1.04-1.05x at 3.9). An override of w_smem or stages leaves the choice to
-    the caller."""
+    the caller; one of w_prefetch is kept."""
     fmt = format_of(cfg.W_dtype)
     per_sm = -(-cfg.N // sched.block_n) * sched.split_k / target_of(target).sms
     eight_rows = sched.block_m == 8 and cfg.A_dtype == "float16"
@@ -320,7 +320,7 @@ def _weight_ring(cfg, sched: MatmulSchedule, target: str) -> MatmulSchedule:
     if per_sm <= (6 if fold4 else 2) and not (fmt.bits >= 8 and sched.block_m > 8):
         ring = replace(sched, w_smem=1, stages=3)
     elif (fold4 and per_sm > 6) or (uint4_zeros and per_sm > 4):
-        ring = replace(sched, w_smem=1, stages=2, w_prefetch=1)
+        ring = replace(sched, w_smem=1, stages=2, w_prefetch=overrides.get("w_prefetch", 1))
     else:
         return sched
     return ring if matmul_smem_bytes(cfg, ring) <= SHARED_OPTIN.get(target, SHARED_LIMIT) else sched

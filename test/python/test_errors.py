@@ -396,6 +396,9 @@ def test_weight_ring_schedule_rule():
     assert matmul_schedule(cfg, 1, "sm_90a", w_smem=0).w_smem == 0
     assert (matmul_schedule(cfg, 1, "sm_90a", stages=2).w_smem, matmul_schedule(cfg, 1, "sm_90a", stages=2).stages) == (0, 2)
     assert matmul_schedule(cfg, 1, "sm_90a", a_smem=0).w_smem == 0
+    wide = MatmulConfig(M=[1], N=28672, K=8192, W_dtype="int4", with_scaling=True, group_size=128)
+    kept = matmul_schedule(wide, 1, "sm_90a", w_prefetch=3)  # the many-waves ring keeps an explicit w_prefetch
+    assert (kept.w_smem, kept.stages, kept.w_prefetch) == (1, 2, 3)
     expect(ValueError, ["target='cpu'", "no GPU schedule", "sm_80", "sm_90a"], lambda: matmul_schedule(cfg, 1, "cpu"))
 
 
