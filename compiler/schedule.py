@@ -309,21 +309,45 @@ def _weight_ring(cfg, sched: MatmulSchedule, target: str, overrides: dict) -> Ma
     weights in registers (w_prefetch 1; 78-96 registers) for the fold kernels above 6 blocks an SM
     (0.87-0.92x at 6.8 and 13.6) and for uint4 'original' zeros in one group a superblock above 4
     (0.92-0.99x at 5.2-13.6; 1.04-1.05x at 3.9). An override of w_smem or stages leaves the choice to
-    the caller; one of w_prefetch is kept."""
+    the caller; one of w_prefetch is kept.
+
+    At 16 rows, integer weights without zeros on grids of more than 2 blocks an SM split K fewer ways,
+    down to 2 blocks an SM, where each split keeps at most 32 superblocks, and take the 3-stage ring
+    (fewer partial sums, and the grid no longer spills past one wave of 3 blocks an SM): 0.79-0.98x
+    at 11008-22016 x 4096-8192 for int4, uint4, int2 and int2 with int8 A (variant 45). Not for
+    4-bit weights on the wide-N schedule (one wave of 4 blocks an SM already: 1.05x), nor longer
+    splits (56-64 superblocks: 1.10x), nor zeros or decode tables (up to 1.4x). An override of
+    split_k keeps it."""
     fmt = format_of(cfg.W_dtype)
-    per_sm = -(-cfg.N // sched.block_n) * sched.split_k / target_of(target).sms
+    sms, tiles = target_of(target).sms, -(-cfg.N // sched.block_n)
     eight_rows = sched.block_m == 8 and cfg.A_dtype == "float16"
     fold4 = eight_rows and fmt.bits == 4 and fmt.kind in ("int", "uint") and not cfg.with_zeros
     uint4_zeros = eight_rows and cfg.W_dtype == "uint4" and zeros_before_mma(cfg)
     if sched.block_m > 16 or not sched.a_smem or superblock_groups(cfg) > 1:
         return sched
+    ring = sched
+    if sched.block_m == 16 and tiles * sched.split_k > 2 * sms and "split_k" not in overrides:
+        ring = replace(sched, split_k=_ring_split(cfg, sched, tiles, sms))
+    per_sm = tiles * ring.split_k / sms
     if per_sm <= (6 if fold4 else 2) and not (fmt.bits >= 8 and sched.block_m > 8):
-        ring = replace(sched, w_smem=1, stages=3)
+        ring = replace(ring, w_smem=1, stages=3)
     elif (fold4 and per_sm > 6) or (uint4_zeros and per_sm > 4):
-        ring = replace(sched, w_smem=1, stages=2, w_prefetch=overrides.get("w_prefetch", 1))
+        ring = replace(ring, w_smem=1, stages=2, w_prefetch=overrides.get("w_prefetch", 1))
     else:
         return sched
     return ring if matmul_smem_bytes(cfg, ring) <= SHARED_OPTIN.get(target, SHARED_LIMIT) else sched
+
+
+def _ring_split(cfg, sched: MatmulSchedule, tiles: int, sms: int) -> int:
+    """The K split of a 16-row grid of more than 2 blocks an SM that brings it down to 2 for the
+    3-stage ring (see _weight_ring), or its own split where none may."""
+    fmt = format_of(cfg.W_dtype)
+    wide_n = fmt.bits == 4 and sched.w_prefetch == 1
+    if fmt.kind not in ("int", "uint") or cfg.with_zeros or fmt.bits > 4 or wide_n:
+        return sched.split_k
+    superblocks = -(-cfg.K // layout_of(fmt.bits, cfg.A_dtype).superblock)
+    fits = [s for s in SPLIT_K_VALUES if s < sched.split_k and tiles * s <= 2 * sms and -(-superblocks // s) <= 32]
+    return max(fits, default=sched.split_k)
 
 
 def _scale_place(cfg, sched: MatmulSchedule, overrides: dict) -> MatmulSchedule:

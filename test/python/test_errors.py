@@ -383,7 +383,7 @@ def test_weight_ring_schedule_rule():
     assert ring(12672, 4096, 1) == small and ring(12688, 4096, 1) == many  # 792 = 6 x 132, then 793
     assert ring(28672, 8192, 1) == many and ring(28672, 8192, 1, W_dtype="uint4", with_scaling=True, group_size=128) == many
     assert ring(8192, 8192, 16) == small  # 64 tiles of 128 columns x split 4
-    assert ring(14336, 4096, 16) is None and ring(8192, 28672, 16) is None  # 448, 384 blocks
+    assert ring(8192, 28672, 16) is None  # 384 blocks of 56 superblocks: no shorter split fits 2 an SM
     assert ring(4096, 4096, 64) is None and ring(4096, 4096, 4096) is None  # prefill
     assert ring(4096, 4096, 1, W_dtype="int2") == small and ring(4096, 4096, 1, W_dtype="nf4") == small
     assert ring(8192, 8192, 1, W_dtype="int2") is None and ring(28672, 8192, 1, W_dtype="nf4") is None
@@ -400,6 +400,37 @@ def test_weight_ring_schedule_rule():
     kept = matmul_schedule(wide, 1, "sm_90a", w_prefetch=3)  # the many-waves ring keeps an explicit w_prefetch
     assert (kept.w_smem, kept.stages, kept.w_prefetch) == (1, 2, 3)
     expect(ValueError, ["target='cpu'", "no GPU schedule", "sm_80", "sm_90a"], lambda: matmul_schedule(cfg, 1, "cpu"))
+
+
+def test_ring_split_schedule_rule():
+    """At 16 rows, integer weights without zeros on grids of more than 2 blocks an SM split K fewer
+    ways, the most that keep 2 blocks an SM and at most 32 superblocks a split, and take the 3-stage
+    ring; not 4-bit weights on the wide-N schedule, zeros, decode tables, 8-bit weights or an override
+    of split_k."""
+    from lowbit.compiler.schedule import matmul_schedule
+
+    int4 = dict(W_dtype="int4", with_scaling=True, group_size=128)
+
+    def sched(N, K, fields=int4, bucket=16, target="sm_90a", **overrides):
+        s = matmul_schedule(MatmulConfig(M=[bucket], N=N, K=K, **fields), bucket, target, **overrides)
+        return s.split_k, (s.stages if s.w_smem else 0)
+
+    assert sched(14336, 4096) == (2, 3)  # 112 tiles: split 4 is 448 blocks, 2 is 224 <= 264
+    assert sched(11008, 4096) == (3, 3)  # 86 tiles x 3 = 258
+    assert sched(16896, 4096) == (2, 3) and sched(17024, 4096) == (1, 3)  # 132 x 2 = 264, 133 x 2 = 266
+    assert sched(14336, 4096, target="sm_86") == (1, 3)  # 84 SMs: 112 x 2 > 168
+    assert sched(16384, 8192) == (2, 3) and sched(16384, 8320) == (4, 0)  # 32 superblocks a split, then 33
+    assert sched(14336, 4096, dict(W_dtype="uint4", with_scaling=True, group_size=128)) == (2, 3)
+    assert sched(14336, 4096, dict(W_dtype="int2")) == (2, 3)
+    assert sched(28672, 4096) == (2, 0)  # 4 bits, wide N: one wave of 4 blocks an SM already
+    assert sched(28672, 4096, dict(W_dtype="int2")) == (1, 3) and sched(28672, 8192, dict(W_dtype="int1")) == (1, 3)
+    int2_a8 = dict(W_dtype="int2", A_dtype="int8", accum_dtype="int32", out_dtype="int32")
+    assert sched(28672, 8192, int2_a8) == (1, 3) and sched(8192, 28672, int2_a8) == (4, 3)
+    assert sched(14336, 4096, dict(int4, W_dtype="uint4", with_zeros=True, zeros_mode="original")) == (4, 0)
+    assert sched(14336, 4096, dict(W_dtype="nf4")) == (4, 0)
+    assert sched(14336, 4096, dict(W_dtype="int8", A_dtype="int8", accum_dtype="int32", out_dtype="int32"))[1] == 0
+    assert sched(14336, 4096, split_k=4) == (4, 0)
+    assert sched(14336, 4096, w_smem=0) == (4, 0)
 
 
 def test_decode_split_k_fills_a_wave():
@@ -427,15 +458,16 @@ def test_decode_wide_n_fits_one_wave():
     iteration (no registers to free for a 4th block)."""
     from lowbit.compiler.schedule import matmul_schedule
 
-    def sched(N, fields, target="sm_90a"):
-        s = matmul_schedule(MatmulConfig(M=[16], N=N, K=8192, **fields), 16, target)
+    def sched(N, fields, target="sm_90a", **overrides):
+        s = matmul_schedule(MatmulConfig(M=[16], N=N, K=8192, **fields), 16, target, **overrides)
         return s.split_k, s.w_prefetch
 
     int4 = dict(W_dtype="int4", with_scaling=True, group_size=128)
     assert sched(28672, int4) == (2, 1)
     assert sched(28672, dict(int4, group_size=64)) == (2, 1)
     assert sched(28672, dict(int4, group_size=32)) == (4, 1)  # the parameters already hold the prefetch to 1
-    assert sched(28672, dict(W_dtype="int2", A_dtype="int8", accum_dtype="int32", out_dtype="int32")) == (2, 1)
+    # on the register path: by default the ring rule splits it once (test_ring_split_schedule_rule)
+    assert sched(28672, dict(W_dtype="int2", A_dtype="int8", accum_dtype="int32", out_dtype="int32"), w_smem=0) == (2, 1)
     uint4_zeros = dict(int4, W_dtype="uint4", with_zeros=True)
     assert sched(28672, uint4_zeros) == (2, 1)  # 'original' zeros applied before the mma: registers to free
     assert sched(28672, dict(uint4_zeros, zeros_mode="rescale")) == (4, 2)  # zeros folded after the mma

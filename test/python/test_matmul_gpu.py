@@ -457,3 +457,24 @@ def test_decode_wide_n_default(group_size, K, expected, rng, seed):
     sched = matmul_schedule(cfg, 16, "sm_90a")
     assert (sched.split_k, sched.w_prefetch) == expected
     _check_each_m(Matmul(cfg), cfg, (16, 5), rng, f"seed={seed}")
+
+
+RING_SPLIT_CASES = [  # (config fields, N, K, the default's (split_k, stages) at 16 rows)
+    (dict(W_dtype="int4", with_scaling=True, group_size=128), 14336, 4096, (2, 3)),
+    (dict(W_dtype="uint4", with_scaling=True, group_size=128, with_bias=True), 11000, 4096, (3, 3)),
+    (dict(W_dtype="int2", A_dtype="int8", accum_dtype="int32", out_dtype="int32"), 28672, 4096, (1, 3)),
+    (dict(W_dtype="int2"), 16384, 8064, (2, 3)),
+]
+
+
+@pytest.mark.parametrize("fields,N,K,expected", RING_SPLIT_CASES, ids=[f"{c[0]['W_dtype']}-{c[1]}x{c[2]}" for c in RING_SPLIT_CASES])
+def test_decode_ring_split_default(fields, N, K, expected, rng, seed):
+    """The default 16-row schedule of grids that split K fewer ways to take the 3-stage weight ring
+    (compiler.schedule._ring_split) computes right, with a partial row tile and a K that is not a
+    whole number of superblocks."""
+    from lowbit.compiler.schedule import matmul_schedule
+
+    cfg = MatmulConfig(M=[16], N=N, K=K, **fields)
+    sched = matmul_schedule(cfg, 16, "sm_90a")
+    assert (sched.split_k, sched.stages if sched.w_smem else 0) == expected
+    _check_each_m(Matmul(cfg), cfg, (16, 9), rng, f"{fields} seed={seed}")
