@@ -203,9 +203,10 @@ def matmul_schedule(cfg, bucket: int, target: str, **overrides) -> MatmulSchedul
     Decode grids of at most 2 blocks an SM (6 for the 4-bit fold kernels at 8 rows), and some grids of
     many waves at 8 rows, take the weights through the shared-memory stages, see _weight_ring. Decode
     blocks apply group scales after or before the mma, see _scale_place. Up to 64 rows: 32 or 64 rows x
-    64 columns; more: 64 or (above 256 rows) 128 rows x 128 columns, 8- and 16-bit weights 128 k per
-    iteration, with as many A stages as 48 KB of shared memory holds. Above 64 rows on sm_90a with
-    float A: the warpgroup (wgmma) kernel, see wgmma_schedule.
+    128 columns, K split to fill the SMs (_small_m_split); more: 64 or (above 256 rows) 128 rows x 128
+    columns, 8- and 16-bit weights 128 k per iteration, with as many A stages as 48 KB of shared memory
+    holds. Above 64 rows on sm_90a with float A: the warpgroup (wgmma) kernel, see wgmma_schedule; from
+    33 rows too for weights of 4 bits or fewer where N has a 128-row tile for every SM.
     """
     if not target_of(target).is_gpu:
         gpus = ", ".join(name for name, t in TARGETS.items() if t.is_gpu)
@@ -233,8 +234,9 @@ def matmul_schedule(cfg, bucket: int, target: str, **overrides) -> MatmulSchedul
                 and (not cfg.with_zeros or zeros_before_mma(cfg)) \
                 and fmt.kind in ("int", "uint") and 2 * param_words(cfg, warp_n_tiles) <= PARAM_REGISTERS:
             split_k, prefetch = 2, 1
-    elif bucket <= 64:
-        block_m, warp_n_tiles, warps_k, prefetch = (32 if bucket <= 32 else 64), 2, 1, 1
+    elif bucket <= 64:  # 128 columns a block (A re-read half as often as with 64), K split to fill the SMs
+        block_m, warp_n_tiles, warps_k, prefetch = (32 if bucket <= 32 else 64), 4, 1, 1
+        split_k = _small_m_split(cfg, target)
     else:  # wider tiles, fewer re-reads of A and W from L2: 128 rows above 256 where two A stages fit
         block_m, warp_n_tiles, warps_k, prefetch = (128 if bucket > 256 else 64), 4, 1, 1
         stages = 4
@@ -262,7 +264,10 @@ def matmul_schedule(cfg, bucket: int, target: str, **overrides) -> MatmulSchedul
     if unknown:
         raise ValueError(f"unknown schedule fields {sorted(unknown)}; allowed: {[f.name for f in fields(MatmulSchedule)]}")
     # above 64 rows on sm_90a (float A): the warpgroup kernel; wgmma=1 asks for its defaults at any m
-    wgmma = overrides.get("wgmma", int(bucket > 64 and not wgmma_allowed(cfg, target)))
+    # 33-64 rows with weights of 4 bits or fewer: the warpgroup kernel too where its 128-row blocks
+    # alone cover the SMs (variant 46: 0.59-0.90x at 28672 columns; on fewer it lacks the K split)
+    wide = 32 < bucket <= 64 and format_of(cfg.W_dtype).bits <= 4 and -(-cfg.N // 128) >= target_of(target).sms
+    wgmma = overrides.get("wgmma", int((bucket > 64 or wide) and not wgmma_allowed(cfg, target)))
     if wgmma == 1:
         why_not = wgmma_allowed(cfg, target)
         if why_not:
@@ -290,6 +295,16 @@ def matmul_schedule(cfg, bucket: int, target: str, **overrides) -> MatmulSchedul
         raise ValueError(f"schedule a_smem=0 loads A 4 bytes at a time and needs K={cfg.K} to be a multiple of "
                          f"{4 if cfg.A_dtype == 'int8' else 2}")
     return sched
+
+
+def _small_m_split(cfg, target: str) -> int:
+    """The K split of a 17-64 row grid of 128-column blocks: the most splits that keep at most 2 blocks
+    an SM and 8 iterations (128 k, or a superblock where longer) a split (docs/perf-notes.md, variant
+    46: at 8192 columns 4 splits of 128-column blocks took 0.52-0.80x the time of one 64-column block
+    over the whole K)."""
+    iterations = -(-cfg.K // max(layout_of(format_of(cfg.W_dtype).bits, cfg.A_dtype).superblock, 128))
+    tiles, sms = -(-cfg.N // 128), target_of(target).sms
+    return max([s for s in SPLIT_K_VALUES if tiles * s <= 2 * sms and iterations // s >= 8], default=1)
 
 
 def _weight_ring(cfg, sched: MatmulSchedule, target: str, overrides: dict) -> MatmulSchedule:

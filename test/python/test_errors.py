@@ -433,6 +433,35 @@ def test_ring_split_schedule_rule():
     assert sched(14336, 4096, w_smem=0) == (4, 0)
 
 
+def test_small_m_schedule_rule():
+    """17-64 rows: 32 or 64 rows x 128 columns a block, K split by the most ways that keep at most 2
+    blocks an SM and 8 iterations a split; from 33 rows on sm_90a, weights of 4 bits or fewer with
+    float A take the warpgroup kernel where N has a 128-row tile for every SM."""
+    from lowbit.compiler.schedule import matmul_schedule
+
+    int4 = dict(W_dtype="int4", with_scaling=True, group_size=128)
+
+    def sched(N, K, bucket=64, fields=int4, target="sm_90a", **overrides):
+        s = matmul_schedule(MatmulConfig(M=[bucket], N=N, K=K, **fields), bucket, target, **overrides)
+        return s.block_m, s.block_n, s.split_k, s.wgmma
+
+    assert sched(8192, 8192) == (64, 128, 4, 0) and sched(8192, 8192, 32) == (32, 128, 4, 0)  # 64 tiles x 4
+    assert sched(8192, 8192, target="sm_80") == (64, 128, 3, 0)  # 108 SMs: 64 x 4 > 216
+    assert sched(4096, 4096) == (64, 128, 4, 0) and sched(4096, 3968) == (64, 128, 3, 0)  # 32 iterations, then 31
+    assert sched(4096, 14336) == (64, 128, 8, 0) and sched(1024, 1024) == (64, 128, 1, 0)
+    assert sched(16768, 8192) == (64, 128, 2, 0)  # 131 tiles: the mma.sync kernel, 2 splits
+    assert sched(16896, 8192) == (64, 128, 1, 1)  # 132 tiles: one a SM without a split, the warpgroup kernel
+    assert sched(16896, 8192, 32) == (32, 128, 2, 0)  # up to 32 rows: mma.sync
+    assert sched(28672, 8192, fields=dict(W_dtype="int2"))[3] == 1
+    assert sched(28672, 8192, fields=dict(W_dtype="float16")) == (64, 128, 1, 0)  # 16-bit weights: mma.sync
+    int2_a8 = dict(W_dtype="int2", A_dtype="int8", accum_dtype="int32", out_dtype="int32")
+    assert sched(28672, 8192, fields=int2_a8) == (64, 128, 1, 0)  # int8 A: no warpgroup kernel
+    assert sched(4096, 4096, fields=int2_a8)[2] == 2  # 16 iterations of a 256-k superblock
+    assert sched(28672, 8192, target="sm_80") == (64, 128, 1, 0)
+    assert sched(28672, 8192, wgmma=0) == (64, 128, 1, 0) and sched(8192, 8192, wgmma=1)[3] == 1
+    assert sched(8192, 8192, split_k=2, warp_n_tiles=2) == (64, 64, 2, 0)
+
+
 def test_decode_split_k_fills_a_wave():
     """m <= 16 splits K over up to 4 blocks (8 superblocks a split or more); a long K (16 or more) is
     split further while one wave of the kernel (3 blocks an SM of the target's reference device) holds

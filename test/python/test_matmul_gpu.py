@@ -478,3 +478,24 @@ def test_decode_ring_split_default(fields, N, K, expected, rng, seed):
     sched = matmul_schedule(cfg, 16, "sm_90a")
     assert (sched.split_k, sched.stages if sched.w_smem else 0) == expected
     _check_each_m(Matmul(cfg), cfg, (16, 9), rng, f"{fields} seed={seed}")
+
+
+SMALL_M_CASES = [  # (config fields, N, K, rows run, the default's (block_m, split_k, wgmma) for them)
+    (dict(W_dtype="int4", with_scaling=True, group_size=128), 8200, 4096, (64, 40), (64, 4, 0)),
+    (dict(W_dtype="uint4", with_scaling=True, with_zeros=True, group_size=128), 4104, 3968, (32, 17), (32, 3, 0)),
+    (dict(W_dtype="int8", A_dtype="int8", accum_dtype="int32", out_dtype="int32"), 4096, 14336, (64, 33), (64, 8, 0)),
+    (dict(W_dtype="float16", with_bias=True), 2056, 2048, (48,), (64, 2, 0)),
+    (dict(W_dtype="nf4", with_scaling=True, group_size=128), 16904, 1024, (64, 35), (64, 1, 1)),
+]
+
+
+@pytest.mark.parametrize("fields,N,K,ms,expected", SMALL_M_CASES, ids=[f"{c[0]['W_dtype']}-{c[1]}x{c[2]}" for c in SMALL_M_CASES])
+def test_small_m_default(fields, N, K, ms, expected, rng, seed):
+    """The default 17-64 row schedules (128-column blocks with K split to fill the SMs, or the warpgroup
+    kernel where N covers every SM) compute right, with partial row tiles and partial splits."""
+    from lowbit.compiler.schedule import matmul_schedule
+
+    cfg = MatmulConfig(M=[ms[0]], N=N, K=K, **fields)
+    sched = matmul_schedule(cfg, ms[0], "sm_90a")
+    assert (sched.block_m, sched.split_k, sched.wgmma) == expected
+    _check_each_m(Matmul(cfg), cfg, ms, rng, f"{fields} seed={seed}")
