@@ -298,13 +298,14 @@ def matmul_schedule(cfg, bucket: int, target: str, **overrides) -> MatmulSchedul
 
 
 def _small_m_split(cfg, target: str) -> int:
-    """The K split of a 17-64 row grid of 128-column blocks: the most splits that keep at most 2 blocks
-    an SM and 8 iterations (128 k, or a superblock where longer) a split (docs/perf-notes.md, variant
-    46: at 8192 columns 4 splits of 128-column blocks took 0.52-0.80x the time of one 64-column block
-    over the whole K)."""
+    """The K split of a 17-64 row grid of 128-column blocks: the most splits, up to 6, that keep at most
+    2 blocks an SM and 8 iterations (128 k, or a superblock where longer) a split (docs/perf-notes.md,
+    variant 46: at 8192 columns 4 splits of 128-column blocks took 0.52-0.80x the time of one 64-column
+    block over the whole K; 8 splits took 1.2-1.9x the time of 6 at 64 rows on every shape measured,
+    the tile's last block summing 8 partials of 32 KB)."""
     iterations = -(-cfg.K // max(layout_of(format_of(cfg.W_dtype).bits, cfg.A_dtype).superblock, 128))
     tiles, sms = -(-cfg.N // 128), target_of(target).sms
-    return max([s for s in SPLIT_K_VALUES if tiles * s <= 2 * sms and iterations // s >= 8], default=1)
+    return max([s for s in SPLIT_K_VALUES if s <= 6 and tiles * s <= 2 * sms and iterations // s >= 8], default=1)
 
 
 def _weight_ring(cfg, sched: MatmulSchedule, target: str, overrides: dict) -> MatmulSchedule:

@@ -434,8 +434,8 @@ def test_ring_split_schedule_rule():
 
 
 def test_small_m_schedule_rule():
-    """17-64 rows: 32 or 64 rows x 128 columns a block, K split by the most ways that keep at most 2
-    blocks an SM and 8 iterations a split; from 33 rows on sm_90a, weights of 4 bits or fewer with
+    """17-64 rows: 32 or 64 rows x 128 columns a block, K split by the most ways, up to 6, that keep at
+    most 2 blocks an SM and 8 iterations a split; from 33 rows on sm_90a, weights of 4 bits or fewer with
     float A take the warpgroup kernel where N has a 128-row tile for every SM."""
     from lowbit.compiler.schedule import matmul_schedule
 
@@ -448,7 +448,8 @@ def test_small_m_schedule_rule():
     assert sched(8192, 8192) == (64, 128, 4, 0) and sched(8192, 8192, 32) == (32, 128, 4, 0)  # 64 tiles x 4
     assert sched(8192, 8192, target="sm_80") == (64, 128, 3, 0)  # 108 SMs: 64 x 4 > 216
     assert sched(4096, 4096) == (64, 128, 4, 0) and sched(4096, 3968) == (64, 128, 3, 0)  # 32 iterations, then 31
-    assert sched(4096, 14336) == (64, 128, 8, 0) and sched(1024, 1024) == (64, 128, 1, 0)
+    assert sched(4096, 14336) == (64, 128, 6, 0) and sched(2048, 8192) == (64, 128, 6, 0)  # at most 6 splits
+    assert sched(1024, 1024) == (64, 128, 1, 0)
     assert sched(16768, 8192) == (64, 128, 2, 0)  # 131 tiles: the mma.sync kernel, 2 splits
     assert sched(16896, 8192) == (64, 128, 1, 1)  # 132 tiles: one a SM without a split, the warpgroup kernel
     assert sched(16896, 8192, 32) == (32, 128, 2, 0)  # up to 32 rows: mma.sync

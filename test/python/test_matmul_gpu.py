@@ -483,7 +483,7 @@ def test_decode_ring_split_default(fields, N, K, expected, rng, seed):
 SMALL_M_CASES = [  # (config fields, N, K, rows run, the default's (block_m, split_k, wgmma) for them)
     (dict(W_dtype="int4", with_scaling=True, group_size=128), 8200, 4096, (64, 40), (64, 4, 0)),
     (dict(W_dtype="uint4", with_scaling=True, with_zeros=True, group_size=128), 4104, 3968, (32, 17), (32, 3, 0)),
-    (dict(W_dtype="int8", A_dtype="int8", accum_dtype="int32", out_dtype="int32"), 4096, 14336, (64, 33), (64, 8, 0)),
+    (dict(W_dtype="int8", A_dtype="int8", accum_dtype="int32", out_dtype="int32"), 4096, 14336, (64, 33), (64, 6, 0)),
     (dict(W_dtype="float16", with_bias=True), 2056, 2048, (48,), (64, 2, 0)),
     (dict(W_dtype="nf4", with_scaling=True, group_size=128), 16904, 1024, (64, 35), (64, 1, 1)),
 ]
