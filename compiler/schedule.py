@@ -213,6 +213,7 @@ def matmul_schedule(cfg, bucket: int, target: str, **overrides) -> MatmulSchedul
         raise ValueError(f"target={target!r} has no GPU schedule; allowed: {gpus}")
     fmt = format_of(cfg.W_dtype)
     superblock = layout_of(fmt.bits, cfg.A_dtype).superblock
+    sms, tiles = target_of(target).sms, -(-cfg.N // 128)  # SMs of the reference device, 128-column tiles
     split_k, stages = 1, 3  # stages: at most this many, as shared memory allows
     if bucket <= 8:  # measured best of the sweeps in docs/perf-notes.md
         block_m, warp_n_tiles, warps_k, prefetch = 8, 2, 4, 2
@@ -221,7 +222,6 @@ def matmul_schedule(cfg, bucket: int, target: str, **overrides) -> MatmulSchedul
         superblocks = -(-cfg.K // superblock)
         split_k = max(1, min(4, superblocks // 8))  # at least 8 superblocks a split
         # long K (16 superblocks a split or more): more splits, up to the blocks one wave holds
-        sms, tiles = target_of(target).sms, -(-cfg.N // 128)
         wave = DECODE_BLOCKS_PER_SM * sms // tiles
         split_k = max([s for s in SPLIT_K_VALUES if split_k < s <= min(superblocks // 16, wave)], default=split_k)
         # wide N, where two splits overflow the wave but fit one of 4 blocks an SM: one iteration of
@@ -236,7 +236,7 @@ def matmul_schedule(cfg, bucket: int, target: str, **overrides) -> MatmulSchedul
             split_k, prefetch = 2, 1
     elif bucket <= 64:  # 128 columns a block (A re-read half as often as with 64), K split to fill the SMs
         block_m, warp_n_tiles, warps_k, prefetch = (32 if bucket <= 32 else 64), 4, 1, 1
-        split_k = _small_m_split(cfg, target)
+        split_k = _small_m_split(cfg, superblock, tiles, sms)
     else:  # wider tiles, fewer re-reads of A and W from L2: 128 rows above 256 where two A stages fit
         block_m, warp_n_tiles, warps_k, prefetch = (128 if bucket > 256 else 64), 4, 1, 1
         stages = 4
@@ -266,7 +266,7 @@ def matmul_schedule(cfg, bucket: int, target: str, **overrides) -> MatmulSchedul
     # above 64 rows on sm_90a (float A): the warpgroup kernel; wgmma=1 asks for its defaults at any m
     # 33-64 rows with weights of 4 bits or fewer: the warpgroup kernel too where its 128-row blocks
     # alone cover the SMs (variant 46: 0.59-0.90x at 28672 columns; on fewer it lacks the K split)
-    wide = 32 < bucket <= 64 and format_of(cfg.W_dtype).bits <= 4 and -(-cfg.N // 128) >= target_of(target).sms
+    wide = 32 < bucket <= 64 and fmt.bits <= 4 and tiles >= sms
     wgmma = overrides.get("wgmma", int((bucket > 64 or wide) and not wgmma_allowed(cfg, target)))
     if wgmma == 1:
         why_not = wgmma_allowed(cfg, target)
@@ -297,14 +297,13 @@ def matmul_schedule(cfg, bucket: int, target: str, **overrides) -> MatmulSchedul
     return sched
 
 
-def _small_m_split(cfg, target: str) -> int:
+def _small_m_split(cfg, superblock: int, tiles: int, sms: int) -> int:
     """The K split of a 17-64 row grid of 128-column blocks: the most splits, up to 6, that keep at most
     2 blocks an SM and 8 iterations (128 k, or a superblock where longer) a split (docs/perf-notes.md,
     variant 46: at 8192 columns 4 splits of 128-column blocks took 0.52-0.80x the time of one 64-column
     block over the whole K; 8 splits took 1.2-1.9x the time of 6 at 64 rows on every shape measured,
     the tile's last block summing 8 partials of 32 KB)."""
-    iterations = -(-cfg.K // max(layout_of(format_of(cfg.W_dtype).bits, cfg.A_dtype).superblock, 128))
-    tiles, sms = -(-cfg.N // 128), target_of(target).sms
+    iterations = -(-cfg.K // max(superblock, 128))
     return max([s for s in SPLIT_K_VALUES if s <= 6 and tiles * s <= 2 * sms and iterations // s >= 8], default=1)
 
 
@@ -329,8 +328,8 @@ def _weight_ring(cfg, sched: MatmulSchedule, target: str, overrides: dict) -> Ma
 
     At 16 rows, integer weights without zeros on grids of more than 2 blocks an SM split K fewer ways,
     down to 2 blocks an SM, where each split keeps at most 32 superblocks, and take the 3-stage ring
-    (fewer partial sums, and the grid no longer spills past one wave of 3 blocks an SM): 0.79-0.98x
-    at 11008-22016 x 4096-8192 for int4, uint4, int2 and int2 with int8 A (variant 45). Not for
+    (fewer partial sums, and the grid no longer spills past one wave of 3 blocks an SM): 0.76-1.02x
+    the old default's time over 40 cases of int4, uint4, int2 and int2 with int8 A (variant 45). Not for
     4-bit weights on the wide-N schedule (one wave of 4 blocks an SM already: 1.05x), nor longer
     splits (56-64 superblocks: 1.10x), nor zeros or decode tables (up to 1.4x). An override of
     split_k keeps it."""
