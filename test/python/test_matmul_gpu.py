@@ -459,43 +459,34 @@ def test_decode_wide_n_default(group_size, K, expected, rng, seed):
     _check_each_m(Matmul(cfg), cfg, (16, 5), rng, f"seed={seed}")
 
 
-RING_SPLIT_CASES = [  # (config fields, N, K, the default's (split_k, stages) at 16 rows)
-    (dict(W_dtype="int4", with_scaling=True, group_size=128), 14336, 4096, (2, 3)),
-    (dict(W_dtype="uint4", with_scaling=True, group_size=128, with_bias=True), 11000, 4096, (3, 3)),
-    (dict(W_dtype="int2", A_dtype="int8", accum_dtype="int32", out_dtype="int32"), 28672, 4096, (1, 3)),
-    (dict(W_dtype="int2"), 16384, 8064, (2, 3)),
+DEFAULT_RULE_CASES = [  # (config fields, N, K, rows run (the first is the bucket), fields of its default schedule)
+    # 16 rows: K split fewer ways, then the 3-stage weight ring (compiler.schedule._ring_split)
+    (dict(W_dtype="int4", with_scaling=True, group_size=128), 14336, 4096, (16, 9), dict(split_k=2, w_smem=1, stages=3)),
+    (dict(W_dtype="uint4", with_scaling=True, group_size=128, with_bias=True), 11000, 4096, (16, 9),
+     dict(split_k=3, w_smem=1, stages=3)),
+    (dict(W_dtype="int2", A_dtype="int8", accum_dtype="int32", out_dtype="int32"), 28672, 4096, (16, 9),
+     dict(split_k=1, w_smem=1, stages=3)),
+    (dict(W_dtype="int2"), 16384, 8064, (16, 9), dict(split_k=2, w_smem=1, stages=3)),
+    # 17-64 rows: 128-column blocks with K split to fill the SMs, or the warpgroup kernel where N covers
+    # every SM (compiler.schedule._small_m_split)
+    (dict(W_dtype="int4", with_scaling=True, group_size=128), 8200, 4096, (64, 40), dict(block_m=64, split_k=4, wgmma=0)),
+    (dict(W_dtype="uint4", with_scaling=True, with_zeros=True, group_size=128), 4104, 3968, (32, 17),
+     dict(block_m=32, split_k=3, wgmma=0)),
+    (dict(W_dtype="int8", A_dtype="int8", accum_dtype="int32", out_dtype="int32"), 4096, 14336, (64, 33),
+     dict(block_m=64, split_k=6, wgmma=0)),
+    (dict(W_dtype="float16", with_bias=True), 2056, 2048, (48,), dict(block_m=64, split_k=2, wgmma=0)),
+    (dict(W_dtype="nf4", with_scaling=True, group_size=128), 16904, 1024, (64, 35), dict(block_m=64, split_k=1, wgmma=1)),
 ]
 
 
-@pytest.mark.parametrize("fields,N,K,expected", RING_SPLIT_CASES, ids=[f"{c[0]['W_dtype']}-{c[1]}x{c[2]}" for c in RING_SPLIT_CASES])
-def test_decode_ring_split_default(fields, N, K, expected, rng, seed):
-    """The default 16-row schedule of grids that split K fewer ways to take the 3-stage weight ring
-    (compiler.schedule._ring_split) computes right, with a partial row tile and a K that is not a
-    whole number of superblocks."""
-    from lowbit.compiler.schedule import matmul_schedule
-
-    cfg = MatmulConfig(M=[16], N=N, K=K, **fields)
-    sched = matmul_schedule(cfg, 16, "sm_90a")
-    assert (sched.split_k, sched.stages if sched.w_smem else 0) == expected
-    _check_each_m(Matmul(cfg), cfg, (16, 9), rng, f"{fields} seed={seed}")
-
-
-SMALL_M_CASES = [  # (config fields, N, K, rows run, the default's (block_m, split_k, wgmma) for them)
-    (dict(W_dtype="int4", with_scaling=True, group_size=128), 8200, 4096, (64, 40), (64, 4, 0)),
-    (dict(W_dtype="uint4", with_scaling=True, with_zeros=True, group_size=128), 4104, 3968, (32, 17), (32, 3, 0)),
-    (dict(W_dtype="int8", A_dtype="int8", accum_dtype="int32", out_dtype="int32"), 4096, 14336, (64, 33), (64, 6, 0)),
-    (dict(W_dtype="float16", with_bias=True), 2056, 2048, (48,), (64, 2, 0)),
-    (dict(W_dtype="nf4", with_scaling=True, group_size=128), 16904, 1024, (64, 35), (64, 1, 1)),
-]
-
-
-@pytest.mark.parametrize("fields,N,K,ms,expected", SMALL_M_CASES, ids=[f"{c[0]['W_dtype']}-{c[1]}x{c[2]}" for c in SMALL_M_CASES])
-def test_small_m_default(fields, N, K, ms, expected, rng, seed):
-    """The default 17-64 row schedules (128-column blocks with K split to fill the SMs, or the warpgroup
-    kernel where N covers every SM) compute right, with partial row tiles and partial splits."""
+@pytest.mark.parametrize("fields,N,K,ms,expected", DEFAULT_RULE_CASES,
+                         ids=[f"{c[0]['W_dtype']}-{c[1]}x{c[2]}-m{c[3][0]}" for c in DEFAULT_RULE_CASES])
+def test_default_rule_schedules(fields, N, K, ms, expected, rng, seed):
+    """The defaults that the 16-row ring split and the 17-64 row rules choose compute right, with
+    partial row tiles, partial splits and K not a whole number of superblocks."""
     from lowbit.compiler.schedule import matmul_schedule
 
     cfg = MatmulConfig(M=[ms[0]], N=N, K=K, **fields)
     sched = matmul_schedule(cfg, ms[0], "sm_90a")
-    assert (sched.block_m, sched.split_k, sched.wgmma) == expected
+    assert {k: getattr(sched, k) for k in expected} == expected
     _check_each_m(Matmul(cfg), cfg, ms, rng, f"{fields} seed={seed}")
