@@ -720,11 +720,10 @@ class MatmulKernel:
             gpu.fence_gpu(e)
             total = []
             for i in range(n):
-                acc = None
-                for z in range(s.split_k):
-                    word = gpu.load_l2(e, slot(e.i32(z), i))
-                    v = word if self.int8 else e.op(f"llvm.bitcast {word} : i32 to f32")
-                    acc = v if acc is None else e.op(f"{'arith.addi' if self.int8 else 'arith.addf'} {acc}, {v} : {ty}")
+                word = gpu.load_l2(e, slot(e.i32(0), i))
+                acc = word if self.int8 else e.op(f"llvm.bitcast {word} : i32 to f32")
+                for z in range(1, s.split_k):
+                    acc = gpu.add_from_l2(e, acc, slot(e.i32(z), i), ty)
                 total.append(acc)
             with e.region(f"scf.if {e.op(f'arith.cmpi eq, {self.tid}, {e.i32(0)} : i32')} {{"):
                 gpu.store(e, e.i32(0), lock, "i32")

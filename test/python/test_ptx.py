@@ -91,6 +91,19 @@ def test_matmul_split_k_ptx_assembles(W, A, mode, tmp_path):
     assert "0 bytes spill stores" in report, report
 
 
+@needs_ptxas
+@pytest.mark.parametrize("W,A", [("int4", "float16"), ("float16", "float16"), ("int2", "int8")])
+def test_small_m_split_ptx_no_spills(W, A, tmp_path):
+    """The 17-64 row default at 8192^2 splits K 4 ways over 64-row blocks (64 accumulators a thread):
+    the last block sums the partials as a running sum a value, so it assembles without spills (holding
+    every split's partials at once took 255 registers and spilled 48-52 bytes)."""
+    cfg = MatmulConfig(M=[64], N=8192, K=8192, **_fields(W, A))
+    schedule = matmul_schedule(cfg, 64, "sm_90a")
+    assert (schedule.block_m, schedule.split_k, schedule.wgmma) == (64, 4, 0)
+    report = _assemble(gpu_pipeline.emit("matmul", cfg, "sm_90a", "ptx", schedule), "sm_90a", tmp_path)
+    assert "0 bytes spill stores" in report, report
+
+
 SCALE_BEFORE = [dict(W_dtype="int4", with_scaling=True, group_size=32),
                 dict(W_dtype="uint4", with_scaling=True, with_zeros=True, group_size=32),
                 dict(W_dtype="fp4_e2m1", with_scaling=True, group_size=32)]

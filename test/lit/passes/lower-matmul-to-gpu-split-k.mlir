@@ -1,7 +1,8 @@
 // RUN: lowbit-opt %s --pass-pipeline='builtin.module(lowbit-lower-matmul-to-gpu)' | FileCheck %s
 // An int4 A_FP16 matmul with a K-split schedule (split_k = 2): the launch allocates a workspace and
 // zeroed tile locks and runs a (N tiles, row blocks, 2) grid; every block writes its partial sums,
-// counts itself on the tile's lock, and the last block adds the partials, resets the lock and stores.
+// counts itself on the tile's lock, and the last block adds the partials in split order (a running sum
+// a value, never every partial at once), resets the lock and stores.
 
 // CHECK: func.func private @lowbit_matmul_launch_
 // CHECK: %[[WS:.*]] = gpu.alloc {{.*}} : memref<?xi32>
@@ -17,8 +18,9 @@
 // CHECK: nvvm.mma.sync
 // CHECK: fence.acq_rel.gpu
 // CHECK: llvm.atomicrmw add {{.*}} monotonic
+// the last block: split 0's partial, then each later split's loaded and added in one asm statement
 // CHECK: ld.global.cg.b32
-// CHECK: arith.addf {{.*}} : f32
+// CHECK: "{ .reg .f32 t; ld.global.cg.f32 t, [$2]; add.rn.f32 $0, $1, t; }", "=f,f,l" {{.*}} : (f32, !llvm.ptr<1>) -> f32
 // CHECK: llvm.store %{{.*}}, %{{.*}} : i32, !llvm.ptr<1>
 // CHECK: arith.truncf {{.*}} : f32 to f16
 
