@@ -229,11 +229,14 @@ def matmul_schedule(cfg, bucket: int, target: str, **overrides) -> MatmulSchedul
         # after the mma or a decode table, whose kernels then hold 3 or already 5 blocks an SM and
         # measured slower so (uint4 g128 zeros scaled before it: 117 registers, 69.3 -> 63.8 us at
         # 28672x8192); nor where the group parameters already hold the prefetch to 1 (int4 g32, 2-bit
-        # g32: nothing to free)
-        if wave < 2 and 2 * tiles <= (DECODE_BLOCKS_PER_SM + 1) * sms and split_k >= 2 \
-                and (not cfg.with_zeros or zeros_before_mma(cfg)) \
-                and fmt.kind in ("int", "uint") and 2 * param_words(cfg, warp_n_tiles) <= PARAM_REGISTERS:
-            split_k, prefetch = 2, 1
+        # g32: nothing to free). float16 weights (72 registers) take the 2 splits with both iterations
+        # ahead: 0.88-0.93x the time of 4 splits on 5 shapes (variant 48; one ahead 0.92-0.97x)
+        if wave < 2 and 2 * tiles <= (DECODE_BLOCKS_PER_SM + 1) * sms and split_k >= 2:
+            if fmt.bits == 16:
+                split_k = 2
+            elif (not cfg.with_zeros or zeros_before_mma(cfg)) and fmt.kind in ("int", "uint") \
+                    and 2 * param_words(cfg, warp_n_tiles) <= PARAM_REGISTERS:
+                split_k, prefetch = 2, 1
     elif bucket <= 64:  # 128 columns a block (A re-read half as often as with 64), K split to fill the SMs
         block_m, warp_n_tiles, warps_k, prefetch = (32 if bucket <= 32 else 64), 4, 1, 1
         split_k = _small_m_split(cfg, superblock, tiles, sms)
@@ -298,13 +301,13 @@ def matmul_schedule(cfg, bucket: int, target: str, **overrides) -> MatmulSchedul
 
 
 def _small_m_split(cfg, superblock: int, tiles: int, sms: int) -> int:
-    """The K split of a 17-64 row grid of 128-column blocks: the most splits, up to 6, that keep at most
+    """The K split of a 17-64 row grid of 128-column blocks: the most splits, up to 8, that keep at most
     2 blocks an SM and 8 iterations (128 k, or a superblock where longer) a split (docs/perf-notes.md,
     variant 46: at 8192 columns 4 splits of 128-column blocks took 0.52-0.80x the time of one 64-column
-    block over the whole K; 8 splits took 1.2-1.9x the time of 6 at 64 rows on every shape measured,
-    the tile's last block summing 8 partials of 32 KB)."""
+    block over the whole K; variant 48: with the split fixup chained, 8 splits took 0.73-1.03x the time
+    of 6 on 2048-4096 columns, 12 shapes x 3-6 formats; more are unmeasured)."""
     iterations = -(-cfg.K // max(superblock, 128))
-    return max([s for s in SPLIT_K_VALUES if s <= 6 and tiles * s <= 2 * sms and iterations // s >= 8], default=1)
+    return max([s for s in SPLIT_K_VALUES if s <= 8 and tiles * s <= 2 * sms and iterations // s >= 8], default=1)
 
 
 def _weight_ring(cfg, sched: MatmulSchedule, target: str, overrides: dict) -> MatmulSchedule:

@@ -434,7 +434,7 @@ def test_ring_split_schedule_rule():
 
 
 def test_small_m_schedule_rule():
-    """17-64 rows: 32 or 64 rows x 128 columns a block, K split by the most ways, up to 6, that keep at
+    """17-64 rows: 32 or 64 rows x 128 columns a block, K split by the most ways, up to 8, that keep at
     most 2 blocks an SM and 8 iterations a split; from 33 rows on sm_90a, weights of 4 bits or fewer with
     float A take the warpgroup kernel where N has a 128-row tile for every SM."""
     from lowbit.compiler.schedule import matmul_schedule
@@ -448,7 +448,10 @@ def test_small_m_schedule_rule():
     assert sched(8192, 8192) == (64, 128, 4, 0) and sched(8192, 8192, 32) == (32, 128, 4, 0)  # 64 tiles x 4
     assert sched(8192, 8192, target="sm_80") == (64, 128, 3, 0)  # 108 SMs: 64 x 4 > 216
     assert sched(4096, 4096) == (64, 128, 4, 0) and sched(4096, 3968) == (64, 128, 3, 0)  # 32 iterations, then 31
-    assert sched(4096, 14336) == (64, 128, 6, 0) and sched(2048, 8192) == (64, 128, 6, 0)  # at most 6 splits
+    assert sched(4096, 14336) == (64, 128, 8, 0) and sched(4096, 14336, 32) == (32, 128, 8, 0)  # 32 x 8 tiles
+    assert sched(4096, 8192) == (64, 128, 8, 0) and sched(4096, 8064) == (64, 128, 6, 0)  # 64 iterations, then 63
+    assert sched(1024, 28672) == (64, 128, 8, 0)  # 224 iterations and 8 tiles: at most 8 splits
+    assert sched(4224, 14336) == (64, 128, 8, 0) and sched(4352, 14336) == (64, 128, 6, 0)  # 33 x 8 <= 264 < 34 x 8
     assert sched(1024, 1024) == (64, 128, 1, 0)
     assert sched(16768, 8192) == (64, 128, 2, 0)  # 131 tiles: the mma.sync kernel, 2 splits
     assert sched(16896, 8192) == (64, 128, 1, 1)  # 132 tiles: one a SM without a split, the warpgroup kernel
@@ -483,7 +486,8 @@ def test_decode_split_k_fills_a_wave():
 def test_decode_wide_n_fits_one_wave():
     """m <= 16 with more column tiles than half a wave: integer weights without zeros take one iteration
     of weights ahead (4 blocks an SM) and 2 splits, one wave, and so do g128 'original' zeros (applied
-    before the mma); other zeros, decode tables and float16 keep the 4 splits; so does an N too wide
+    before the mma); float16 takes the 2 splits with two iterations ahead; other zeros and decode tables
+    keep the 4 splits; so does an N too wide
     for one wave either way, and small groups, whose parameters already hold the prefetch to one
     iteration (no registers to free for a 4th block)."""
     from lowbit.compiler.schedule import matmul_schedule
@@ -502,7 +506,8 @@ def test_decode_wide_n_fits_one_wave():
     assert sched(28672, uint4_zeros) == (2, 1)  # 'original' zeros applied before the mma: registers to free
     assert sched(28672, dict(uint4_zeros, zeros_mode="rescale")) == (4, 2)  # zeros folded after the mma
     assert sched(28672, dict(W_dtype="nf4")) == (4, 2)
-    assert sched(28672, dict(W_dtype="float16")) == (4, 2)
+    assert sched(28672, dict(W_dtype="float16")) == (2, 2)  # 2 splits, both iterations ahead
+    assert sched(8192, dict(W_dtype="float16"), split_k=3) == (3, 2)
     assert sched(128256, int4) == (4, 2)
     assert sched(8192, int4) == (4, 2)
     assert sched(28672, int4, "sm_80") == (4, 2)  # 108 SMs: 2 x 224 tiles overflow a wave of 4 an SM

@@ -467,13 +467,14 @@ DEFAULT_RULE_CASES = [  # (config fields, N, K, rows run (the first is the bucke
     (dict(W_dtype="int2", A_dtype="int8", accum_dtype="int32", out_dtype="int32"), 28672, 4096, (16, 9),
      dict(split_k=1, w_smem=1, stages=3)),
     (dict(W_dtype="int2"), 16384, 8064, (16, 9), dict(split_k=2, w_smem=1, stages=3)),
+    (dict(W_dtype="float16"), 28680, 4096, (16, 9), dict(split_k=2, w_prefetch=2, w_smem=0)),  # wide N
     # 17-64 rows: 128-column blocks with K split to fill the SMs, or the warpgroup kernel where N covers
     # every SM (compiler.schedule._small_m_split)
     (dict(W_dtype="int4", with_scaling=True, group_size=128), 8200, 4096, (64, 40), dict(block_m=64, split_k=4, wgmma=0)),
     (dict(W_dtype="uint4", with_scaling=True, with_zeros=True, group_size=128), 4104, 3968, (32, 17),
      dict(block_m=32, split_k=3, wgmma=0)),
     (dict(W_dtype="int8", A_dtype="int8", accum_dtype="int32", out_dtype="int32"), 4096, 14336, (64, 33),
-     dict(block_m=64, split_k=6, wgmma=0)),
+     dict(block_m=64, split_k=8, wgmma=0)),
     (dict(W_dtype="float16", with_bias=True), 2056, 2048, (48,), dict(block_m=64, split_k=2, wgmma=0)),
     (dict(W_dtype="nf4", with_scaling=True, group_size=128), 16904, 1024, (64, 35), dict(block_m=64, split_k=1, wgmma=1)),
 ]

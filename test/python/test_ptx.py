@@ -92,14 +92,16 @@ def test_matmul_split_k_ptx_assembles(W, A, mode, tmp_path):
 
 
 @needs_ptxas
-@pytest.mark.parametrize("W,A", [("int4", "float16"), ("float16", "float16"), ("int2", "int8")])
-def test_small_m_split_ptx_no_spills(W, A, tmp_path):
-    """The 17-64 row default at 8192^2 splits K 4 ways over 64-row blocks (64 accumulators a thread):
-    the last block sums the partials as a running sum a value, so it assembles without spills (holding
-    every split's partials at once took 255 registers and spilled 48-52 bytes)."""
-    cfg = MatmulConfig(M=[64], N=8192, K=8192, **_fields(W, A))
+@pytest.mark.parametrize("W,A,N,K,split", [("int4", "float16", 8192, 8192, 4), ("float16", "float16", 8192, 8192, 4),
+                                           ("int2", "int8", 8192, 8192, 4), ("int4", "float16", 4096, 14336, 8),
+                                           ("int8", "int8", 2048, 28672, 8)])
+def test_small_m_split_ptx_no_spills(W, A, N, K, split, tmp_path):
+    """The 17-64 row defaults split K 4 or 8 ways over 64-row blocks (64 accumulators a thread): the
+    last block sums the partials as a running sum a value, so they assemble without spills (holding
+    every split's partials at once took 255 registers and spilled 48-52 bytes at 3 splits or more)."""
+    cfg = MatmulConfig(M=[64], N=N, K=K, **_fields(W, A))
     schedule = matmul_schedule(cfg, 64, "sm_90a")
-    assert (schedule.block_m, schedule.split_k, schedule.wgmma) == (64, 4, 0)
+    assert (schedule.block_m, schedule.split_k, schedule.wgmma) == (64, split, 0)
     report = _assemble(gpu_pipeline.emit("matmul", cfg, "sm_90a", "ptx", schedule), "sm_90a", tmp_path)
     assert "0 bytes spill stores" in report, report
 
