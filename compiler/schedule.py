@@ -304,7 +304,7 @@ def _small_m_split(cfg, superblock: int, tiles: int, sms: int) -> int:
     """The K split of a 17-64 row grid of 128-column blocks: the most splits, up to 8, that keep at most
     2 blocks an SM and 8 iterations (128 k, or a superblock where longer) a split (docs/perf-notes.md,
     variant 46: at 8192 columns 4 splits of 128-column blocks took 0.52-0.80x the time of one 64-column
-    block over the whole K; variant 48: with the split fixup chained, 8 splits took 0.73-1.03x the time
+    block over the whole K; variant 48: with the split fixup chained, 8 splits took 0.80-1.03x the time
     of 6 on 2048-4096 columns, 12 shapes x 3-6 formats; more are unmeasured)."""
     iterations = -(-cfg.K // max(superblock, 128))
     return max([s for s in SPLIT_K_VALUES if s <= 8 and tiles * s <= 2 * sms and iterations // s >= 8], default=1)
