@@ -231,7 +231,7 @@ def matmul_schedule(cfg, bucket: int, target: str, **overrides) -> MatmulSchedul
         # 28672x8192); nor where the group parameters already hold the prefetch to 1 (int4 g32, 2-bit
         # g32: nothing to free). float16 weights (72 registers) take the 2 splits with both iterations
         # ahead: 0.88-0.93x the time of 4 splits on 5 shapes (variant 48; one ahead 0.92-0.97x)
-        if wave < 2 and 2 * tiles <= (DECODE_BLOCKS_PER_SM + 1) * sms and split_k >= 2:
+        if _wide_n_decode(cfg, sms):
             if fmt.bits == 16:
                 split_k = 2
             elif (not cfg.with_zeros or zeros_before_mma(cfg)) and fmt.kind in ("int", "uint") \
@@ -300,6 +300,17 @@ def matmul_schedule(cfg, bucket: int, target: str, **overrides) -> MatmulSchedul
     return sched
 
 
+def _wide_n_decode(cfg, sms: int) -> bool:
+    """Whether a 16-row grid is wide: its 2 splits of 128-column tiles overflow one wave of
+    DECODE_BLOCKS_PER_SM blocks an SM but fit one of one more, and K has the 16 superblocks that 2
+    splits of 8 need (N of 25-34 K columns on 132 SMs). matmul_schedule then trades weights in flight
+    for a block an SM where the format allows; _ring_split leaves such 4-bit grids alone."""
+    tiles = -(-cfg.N // 128)
+    superblocks = -(-cfg.K // layout_of(format_of(cfg.W_dtype).bits, cfg.A_dtype).superblock)
+    wave = DECODE_BLOCKS_PER_SM * sms // tiles  # splits one wave holds
+    return wave < 2 and 2 * tiles <= (DECODE_BLOCKS_PER_SM + 1) * sms and superblocks >= 16
+
+
 def _small_m_split(cfg, superblock: int, tiles: int, sms: int) -> int:
     """The K split of a 17-64 row grid of 128-column blocks: the most splits, up to 8, that keep at most
     2 blocks an SM and 8 iterations (128 k, or a superblock where longer) a split (docs/perf-notes.md,
@@ -360,7 +371,7 @@ def _ring_split(cfg, sched: MatmulSchedule, tiles: int, sms: int) -> int:
     """The K split of a 16-row grid of more than 2 blocks an SM that brings it down to 2 for the
     3-stage ring (see _weight_ring), or its own split where none may."""
     fmt = format_of(cfg.W_dtype)
-    wide_n = fmt.bits == 4 and sched.w_prefetch == 1
+    wide_n = fmt.bits == 4 and _wide_n_decode(cfg, sms)
     if fmt.kind not in ("int", "uint") or cfg.with_zeros or fmt.bits > 4 or wide_n:
         return sched.split_k
     superblocks = -(-cfg.K // layout_of(fmt.bits, cfg.A_dtype).superblock)

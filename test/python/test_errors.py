@@ -423,6 +423,8 @@ def test_ring_split_schedule_rule():
     assert sched(14336, 4096, dict(W_dtype="uint4", with_scaling=True, group_size=128)) == (2, 3)
     assert sched(14336, 4096, dict(W_dtype="int2")) == (2, 3)
     assert sched(28672, 4096) == (2, 0)  # 4 bits, wide N: one wave of 4 blocks an SM already
+    # the wide-N test is the grid's, not the schedule's w_prefetch: an override of it changes neither
+    assert sched(14336, 4096, w_prefetch=1) == (2, 3) and sched(28672, 4096, w_prefetch=2) == (2, 0)
     assert sched(28672, 4096, dict(W_dtype="int2")) == (1, 3) and sched(28672, 8192, dict(W_dtype="int1")) == (1, 3)
     int2_a8 = dict(W_dtype="int2", A_dtype="int8", accum_dtype="int32", out_dtype="int32")
     assert sched(28672, 8192, int2_a8) == (1, 3) and sched(8192, 28672, int2_a8) == (4, 3)
@@ -492,12 +494,13 @@ def test_decode_wide_n_fits_one_wave():
     iteration (no registers to free for a 4th block)."""
     from lowbit.compiler.schedule import matmul_schedule
 
-    def sched(N, fields, target="sm_90a", **overrides):
-        s = matmul_schedule(MatmulConfig(M=[16], N=N, K=8192, **fields), 16, target, **overrides)
+    def sched(N, fields, target="sm_90a", K=8192, **overrides):
+        s = matmul_schedule(MatmulConfig(M=[16], N=N, K=K, **fields), 16, target, **overrides)
         return s.split_k, s.w_prefetch
 
     int4 = dict(W_dtype="int4", with_scaling=True, group_size=128)
     assert sched(28672, int4) == (2, 1)
+    assert sched(28672, int4, K=2048) == (2, 1) and sched(28672, int4, K=1920) == (1, 2)  # 16 superblocks, then 15
     assert sched(28672, dict(int4, group_size=64)) == (2, 1)
     assert sched(28672, dict(int4, group_size=32)) == (4, 1)  # the parameters already hold the prefetch to 1
     # on the register path: by default the ring rule splits it once (test_ring_split_schedule_rule)
