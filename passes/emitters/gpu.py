@@ -97,10 +97,10 @@ def load_l2(e: Emitter, ptr: str) -> str:
 
 def add_from_l2(e: Emitter, acc: str, ptr: str, ty: str) -> str:
     """acc + the `ty` (f32 or i32) at `ptr`, read through L2 only (ld.global.cg): data other blocks wrote
-    in this launch. Load and add are one asm statement with side effects, so a chain of them keeps its
-    order and each load is consumed before the next is issued: a K-split tile summed this way holds one
+    in this launch. Load and add are one asm statement with side effects, so LLVM keeps a chain of them
+    in order and cannot hoist the loads ahead of the adds: a K-split tile summed this way holds one
     running sum a value instead of every split's partials at once (255 registers and spills at 64 rows
-    with the loads and adds emitted apart)."""
+    with the loads and adds emitted apart; ptxas may still overlap a few loads)."""
     reg, add, con = ("b32", "add.s32", "r") if ty == "i32" else ("f32", "add.rn.f32", "f")
     return e.op(f'llvm.inline_asm has_side_effects asm_dialect = att "{{ .reg .{reg} t; ld.global.cg.{reg} t, [$2]; '
                 f'{add} $0, $1, t; }}", "={con},{con},l" {acc}, {ptr} : ({ty}, {GLOBAL}) -> {ty}', "acc")
