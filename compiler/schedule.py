@@ -135,6 +135,11 @@ def superblock_groups(cfg) -> int:
     return len(set(layout.group_keys(cfg.K if cfg.group_size == -1 else cfg.group_size)))
 
 
+def k_superblocks(cfg) -> int:
+    """K in superblocks of the weights' layout, the last one possibly partial."""
+    return -(-cfg.K // layout_of(format_of(cfg.W_dtype).bits, cfg.A_dtype).superblock)
+
+
 def param_words(cfg, warp_n_tiles: int) -> int:
     """Registers holding one iteration's group parameters (scale, zero) of a thread."""
     return warp_n_tiles * superblock_groups(cfg) * (2 if cfg.with_zeros else 1)
@@ -219,7 +224,7 @@ def matmul_schedule(cfg, bucket: int, target: str, **overrides) -> MatmulSchedul
         block_m, warp_n_tiles, warps_k, prefetch = 8, 2, 4, 2
     elif bucket <= 16:  # 16 rows of A: wide blocks (less A per weight byte), K split over 4 blocks
         block_m, warp_n_tiles, warps_k, prefetch = 16, 4, 1, 2
-        superblocks = -(-cfg.K // superblock)
+        superblocks = k_superblocks(cfg)
         split_k = max(1, min(4, superblocks // 8))  # at least 8 superblocks a split
         # long K (16 superblocks a split or more): more splits, up to the blocks one wave holds
         wave = DECODE_BLOCKS_PER_SM * sms // tiles
@@ -269,8 +274,8 @@ def matmul_schedule(cfg, bucket: int, target: str, **overrides) -> MatmulSchedul
     # above 64 rows on sm_90a (float A): the warpgroup kernel; wgmma=1 asks for its defaults at any m
     # 33-64 rows with weights of 4 bits or fewer: the warpgroup kernel too where its 128-row blocks
     # alone cover the SMs (variant 46: 0.59-0.90x at 28672 columns; on fewer it lacks the K split)
-    wide = 32 < bucket <= 64 and fmt.bits <= 4 and tiles >= sms
-    wgmma = overrides.get("wgmma", int((bucket > 64 or wide) and not wgmma_allowed(cfg, target)))
+    tiles_fill_sms = 32 < bucket <= 64 and fmt.bits <= 4 and tiles >= sms
+    wgmma = overrides.get("wgmma", int((bucket > 64 or tiles_fill_sms) and not wgmma_allowed(cfg, target)))
     if wgmma == 1:
         why_not = wgmma_allowed(cfg, target)
         if why_not:
@@ -306,9 +311,8 @@ def _wide_n_decode(cfg, sms: int) -> bool:
     splits of 8 need (N of 25-34 K columns on 132 SMs). matmul_schedule then trades weights in flight
     for a block an SM where the format allows; _ring_split leaves such 4-bit grids alone."""
     tiles = -(-cfg.N // 128)
-    superblocks = -(-cfg.K // layout_of(format_of(cfg.W_dtype).bits, cfg.A_dtype).superblock)
     wave = DECODE_BLOCKS_PER_SM * sms // tiles  # splits one wave holds
-    return wave < 2 and 2 * tiles <= (DECODE_BLOCKS_PER_SM + 1) * sms and superblocks >= 16
+    return wave < 2 and 2 * tiles <= (DECODE_BLOCKS_PER_SM + 1) * sms and k_superblocks(cfg) >= 16
 
 
 def _small_m_split(cfg, superblock: int, tiles: int, sms: int) -> int:
@@ -374,7 +378,7 @@ def _ring_split(cfg, sched: MatmulSchedule, tiles: int, sms: int) -> int:
     wide_n = fmt.bits == 4 and _wide_n_decode(cfg, sms)
     if fmt.kind not in ("int", "uint") or cfg.with_zeros or fmt.bits > 4 or wide_n:
         return sched.split_k
-    superblocks = -(-cfg.K // layout_of(fmt.bits, cfg.A_dtype).superblock)
+    superblocks = k_superblocks(cfg)
     fits = [s for s in SPLIT_K_VALUES if s < sched.split_k and tiles * s <= 2 * sms and -(-superblocks // s) <= 32]
     return max(fits, default=sched.split_k)
 
