@@ -130,6 +130,8 @@ def _lowbit_case(name: str, fields: dict, m: int, N: int, K: int, schedule=None,
     else:
         lo, hi = fmt.lo, fmt.hi
         logical = torch.randint(lo, hi + 1, (N, K), device="cuda", generator=g)
+        if cfg.W_dtype == "int1":  # the sign format: -1 and +1 only
+            logical = torch.where(logical == 0, 1, logical)
     extras = {}
     if cfg.with_scaling:
         extras["scale"] = (torch.rand(N, K // cfg.group, device="cuda", generator=g) * 0.01).half()
