@@ -204,7 +204,7 @@ def matmul_schedule(cfg, bucket: int, target: str, **overrides) -> MatmulSchedul
     few columns and many blocks keep every SM streaming weights, 2 iterations of weights in flight per
     thread. m <= 16: 128 columns a block (the 16 rows of A are read once per 128 weight columns) and
     K split over up to 4 blocks to keep the block count up; a long K over more, up to the blocks one
-    wave holds on the target's reference device; a wide N over 2 with fewer registers, one wave.
+    wave holds on the target's reference device (_decode_split); a wide N over 2 with fewer registers, one wave.
     Decode grids of at most 2 blocks an SM (6 for the 4-bit fold kernels at 8 rows), and some grids of
     many waves at 8 rows, take the weights through the shared-memory stages, see _weight_ring. Decode
     blocks apply group scales after or before the mma, see _scale_place. Up to 64 rows: 32 or 64 rows x
@@ -224,11 +224,7 @@ def matmul_schedule(cfg, bucket: int, target: str, **overrides) -> MatmulSchedul
         block_m, warp_n_tiles, warps_k, prefetch = 8, 2, 4, 2
     elif bucket <= 16:  # 16 rows of A: wide blocks (less A per weight byte), K split over 4 blocks
         block_m, warp_n_tiles, warps_k, prefetch = 16, 4, 1, 2
-        superblocks = k_superblocks(cfg)
-        split_k = max(1, min(4, superblocks // 8))  # at least 8 superblocks a split
-        # long K (16 superblocks a split or more): more splits, up to the blocks one wave holds
-        wave = DECODE_BLOCKS_PER_SM * sms // tiles
-        split_k = max([s for s in SPLIT_K_VALUES if split_k < s <= min(superblocks // 16, wave)], default=split_k)
+        split_k = _decode_split(cfg, tiles, sms)
         # wide N, where two splits overflow the wave but fit one of 4 blocks an SM: one iteration of
         # weights ahead frees the registers for the 4th block (int4: 168 -> 118). Not with zeros folded
         # after the mma or a decode table, whose kernels then hold 3 or already 5 blocks an SM and
@@ -305,6 +301,34 @@ def matmul_schedule(cfg, bucket: int, target: str, **overrides) -> MatmulSchedul
     return sched
 
 
+def _decode_split(cfg, tiles: int, sms: int) -> int:
+    """The K split of a 16-row grid of 128-column blocks, before the wide-N schedule and the ring split.
+
+    At least 8 superblocks a split, up to 4 splits. 2-bit weights (256-k superblocks) count 8
+    iterations of 128 k instead where the grid keeps at most 2 blocks an SM: 0.77-0.93x the time at
+    K = 4096 on 2048-4096 and 10240 columns (float A at K = 2048: 0.93-0.96x), 0.94-1.07x at 6144-8448;
+    int8 A keeps the superblock count below K = 4096, where 2 splits took 1.05-1.10x the time of 1
+    (variant 50).
+    A long K (16 superblocks a split or more) splits further, up to the blocks one wave holds. 4-bit
+    weights with float A, one group a superblock or none, take 8 splits where K has 80 superblocks
+    (10 a split) and 8 splits fit one wave: 0.79-0.97x the time of the 4 or 6 splits before on K of
+    11008-14336 at 2048-6144 columns, over int4, uint4 with and without zeros, fp4 and nf4; 6 splits
+    measured slower than both 4 and 8 on most shapes (variant 50). int4 and uint4 without zeros then take the ring split
+    where 8 splits exceed 2 blocks an SM (_ring_split; at 6144 columns its 4 measured 0.88x the time of 8)."""
+    fmt = format_of(cfg.W_dtype)
+    superblocks = k_superblocks(cfg)
+    split = max(1, min(4, superblocks // 8))
+    halves = -(-cfg.K // 128)
+    if fmt.bits == 2 and (cfg.A_dtype == "float16" or halves >= 32):
+        split = max([s for s in SPLIT_K_VALUES if split < s <= 4 and halves // s >= 8 and tiles * s <= 2 * sms],
+                    default=split)
+    wave = DECODE_BLOCKS_PER_SM * sms // tiles  # splits one wave holds
+    split = max([s for s in SPLIT_K_VALUES if split < s <= min(superblocks // 16, wave)], default=split)
+    if fmt.bits == 4 and cfg.A_dtype == "float16" and superblock_groups(cfg) <= 1 and superblocks >= 80 and wave >= 8:
+        split = max(split, 8)
+    return split
+
+
 def _wide_n_decode(cfg, sms: int) -> bool:
     """Whether a 16-row grid is wide: its 2 splits of 128-column tiles overflow one wave of
     DECODE_BLOCKS_PER_SM blocks an SM but fit one of one more, and K has the 16 superblocks that 2
@@ -320,9 +344,18 @@ def _small_m_split(cfg, superblock: int, tiles: int, sms: int) -> int:
     2 blocks an SM and 8 iterations (128 k, or a superblock where longer) a split (docs/perf-notes.md,
     variant 46: at 8192 columns 4 splits of 128-column blocks took 0.52-0.80x the time of one 64-column
     block over the whole K; variant 48: with the split fixup chained, 8 splits took 0.80-1.03x the time
-    of 6 on 2048-4096 columns, 12 shapes x 3-6 formats; more are unmeasured)."""
+    of 6 on 2048-4096 columns, 12 shapes x 3-6 formats; more are unmeasured).
+
+    2-bit weights with int8 A may also split by 8 iterations of 128 k (half a superblock) where the grid
+    keeps at most 1 block an SM, whichever gives more splits: the best split or within 2% of it on 19 of
+    21 shapes at 1024-8192 columns, 0.80-0.97x the time where it adds splits (variants 49, 50). Counting
+    128 k up to 2 blocks an SM lost 1.09x at 3072-4096 columns; up to 1 block alone, 1.07-1.36x at 6144-8192."""
     iterations = -(-cfg.K // max(superblock, 128))
-    return max([s for s in SPLIT_K_VALUES if s <= 8 and tiles * s <= 2 * sms and iterations // s >= 8], default=1)
+    split = max([s for s in SPLIT_K_VALUES if s <= 8 and tiles * s <= 2 * sms and iterations // s >= 8], default=1)
+    if superblock == 256 and cfg.A_dtype == "int8":
+        halves = -(-cfg.K // 128)
+        split = max([s for s in SPLIT_K_VALUES if split < s <= 8 and tiles * s <= sms and halves // s >= 8], default=split)
+    return split
 
 
 def _weight_ring(cfg, sched: MatmulSchedule, target: str, overrides: dict) -> MatmulSchedule:

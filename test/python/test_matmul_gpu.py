@@ -468,6 +468,12 @@ DEFAULT_RULE_CASES = [  # (config fields, N, K, rows run (the first is the bucke
      dict(split_k=1, w_smem=1, stages=3)),
     (dict(W_dtype="int2"), 16384, 8064, (16, 9), dict(split_k=2, w_smem=1, stages=3)),
     (dict(W_dtype="float16"), 28680, 4096, (16, 9), dict(split_k=2, w_prefetch=2, w_smem=0)),  # wide N
+    # 16 rows: 4-bit long K in 8 splits, 2-bit weights split by 128 k (compiler.schedule._decode_split)
+    (dict(W_dtype="uint4", with_scaling=True, with_zeros=True, group_size=128), 4104, 10240, (16, 9),
+     dict(split_k=8, w_smem=1)),
+    (dict(W_dtype="nf4"), 2000, 10304, (16, 11), dict(split_k=8, w_smem=1)),  # 80.5 superblocks
+    (dict(W_dtype="int2"), 4000, 4096, (16, 9), dict(split_k=4, w_smem=1)),
+    (dict(W_dtype="int2", with_scaling=True, group_size=128), 4000, 3968, (16, 5), dict(split_k=3, w_smem=0)),
     # 17-64 rows: 128-column blocks with K split to fill the SMs, or the warpgroup kernel where N covers
     # every SM (compiler.schedule._small_m_split)
     (dict(W_dtype="int4", with_scaling=True, group_size=128), 8200, 4096, (64, 40), dict(block_m=64, split_k=4, wgmma=0)),
@@ -475,6 +481,8 @@ DEFAULT_RULE_CASES = [  # (config fields, N, K, rows run (the first is the bucke
      dict(block_m=32, split_k=3, wgmma=0)),
     (dict(W_dtype="int8", A_dtype="int8", accum_dtype="int32", out_dtype="int32"), 4096, 14336, (64, 33),
      dict(block_m=64, split_k=8, wgmma=0)),
+    (dict(W_dtype="int2", A_dtype="int8", accum_dtype="int32", out_dtype="int32"), 2056, 8192, (64, 40),
+     dict(block_m=64, split_k=6, wgmma=0)),  # 64 halves of 128 k in 6 splits, 17 tiles
     (dict(W_dtype="float16", with_bias=True), 2056, 2048, (48,), dict(block_m=64, split_k=2, wgmma=0)),
     (dict(W_dtype="nf4", with_scaling=True, group_size=128), 16904, 1024, (64, 35), dict(block_m=64, split_k=1, wgmma=1)),
 ]

@@ -94,7 +94,7 @@ def test_matmul_split_k_ptx_assembles(W, A, mode, tmp_path):
 @needs_ptxas
 @pytest.mark.parametrize("W,A,N,K,split", [("int4", "float16", 8192, 8192, 4), ("float16", "float16", 8192, 8192, 4),
                                            ("int2", "int8", 8192, 8192, 4), ("int4", "float16", 4096, 14336, 8),
-                                           ("int8", "int8", 2048, 28672, 8)])
+                                           ("int8", "int8", 2048, 28672, 8), ("int2", "int8", 2048, 8192, 8)])
 def test_small_m_split_ptx_no_spills(W, A, N, K, split, tmp_path):
     """The 17-64 row defaults split K 4 or 8 ways over 64-row blocks (64 accumulators a thread): the
     last block sums the partials as a running sum a value, so they assemble without spills (holding
