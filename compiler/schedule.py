@@ -304,11 +304,11 @@ def matmul_schedule(cfg, bucket: int, target: str, **overrides) -> MatmulSchedul
 def _decode_split(cfg, tiles: int, sms: int) -> int:
     """The K split of a 16-row grid of 128-column blocks, before the wide-N schedule and the ring split.
 
-    At least 8 superblocks a split, up to 4 splits. 2-bit weights (256-k superblocks) count 8
-    iterations of 128 k instead where the grid keeps at most 2 blocks an SM: 0.77-0.93x the time at
-    K = 4096 on 2048-4096 and 10240 columns (float A at K = 2048: 0.93-0.96x), 0.94-1.07x at 6144-8448;
-    int8 A keeps the superblock count below K = 4096, where 2 splits took 1.05-1.10x the time of 1
-    (variant 50).
+    At least 8 superblocks a split, up to 4 splits. 1- and 2-bit weights (512- and 256-k superblocks)
+    count 8 iterations of 128 k instead where the grid keeps at most 2 blocks an SM. 2-bit: 0.77-0.93x
+    the time at K = 4096 on 2048-4096 and 10240 columns (float A at K = 2048: 0.93-0.96x), 0.94-1.07x
+    at 6144-8448; int8 A keeps the superblock count below K = 4096, where 2 splits took 1.05-1.10x the
+    time of 1. 1-bit: 0.70-0.92x at K 4096-8192 on 2048-8192 columns, a tie at 8192^2 (variant 50).
     A long K (16 superblocks a split or more) splits further, up to the blocks one wave holds. 4-bit
     weights with float A, one group a superblock or none, take 8 splits where K has 80 superblocks
     (10 a split) and 8 splits fit one wave: 0.79-0.97x the time of the 4 or 6 splits before on K of
@@ -319,7 +319,7 @@ def _decode_split(cfg, tiles: int, sms: int) -> int:
     superblocks = k_superblocks(cfg)
     split = max(1, min(4, superblocks // 8))
     halves = -(-cfg.K // 128)
-    if fmt.bits == 2 and (cfg.A_dtype == "float16" or halves >= 32):
+    if fmt.bits <= 2 and (cfg.A_dtype == "float16" or halves >= 32):
         split = max([s for s in SPLIT_K_VALUES if split < s <= 4 and halves // s >= 8 and tiles * s <= 2 * sms],
                     default=split)
     wave = DECODE_BLOCKS_PER_SM * sms // tiles  # splits one wave holds
@@ -346,13 +346,14 @@ def _small_m_split(cfg, superblock: int, tiles: int, sms: int) -> int:
     block over the whole K; variant 48: with the split fixup chained, 8 splits took 0.80-1.03x the time
     of 6 on 2048-4096 columns, 12 shapes x 3-6 formats; more are unmeasured).
 
-    2-bit weights with int8 A may also split by 8 iterations of 128 k (half a superblock) where the grid
-    keeps at most 1 block an SM, whichever gives more splits: the best split or within 2% of it on 19 of
-    21 shapes at 1024-8192 columns, 0.80-0.97x the time where it adds splits (variants 49, 50). Counting
-    128 k up to 2 blocks an SM lost 1.09x at 3072-4096 columns; up to 1 block alone, 1.07-1.36x at 6144-8192."""
+    2-bit weights may also split by 8 iterations of 128 k (half a superblock) where the grid keeps at
+    most 1 block an SM, whichever gives more splits. With int8 A: the best split or within 2% of it on
+    19 of 21 shapes at 1024-8192 columns, 0.80-0.97x the time where it adds splits; with float A
+    0.76-0.96x on 5 shapes, a tie on a sixth (variants 49, 50). Counting 128 k up to 2 blocks an SM
+    lost 1.09x at 3072-4096 columns; up to 1 block alone, 1.07-1.36x at 6144-8192."""
     iterations = -(-cfg.K // max(superblock, 128))
     split = max([s for s in SPLIT_K_VALUES if s <= 8 and tiles * s <= 2 * sms and iterations // s >= 8], default=1)
-    if superblock == 256 and cfg.A_dtype == "int8":
+    if superblock == 256:
         halves = -(-cfg.K // 128)
         split = max([s for s in SPLIT_K_VALUES if split < s <= 8 and tiles * s <= sms and halves // s >= 8], default=split)
     return split

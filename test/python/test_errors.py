@@ -437,8 +437,9 @@ def test_ring_split_schedule_rule():
 
 def test_small_m_schedule_rule():
     """17-64 rows: 32 or 64 rows x 128 columns a block, K split by the most ways, up to 8, that keep at
-    most 2 blocks an SM and 8 iterations a split; from 33 rows on sm_90a, weights of 4 bits or fewer with
-    float A take the warpgroup kernel where N has a 128-row tile for every SM."""
+    most 2 blocks an SM and 8 iterations a split (2-bit weights: or 8 iterations of 128 k at 1 block an
+    SM, whichever is more); from 33 rows on sm_90a, weights of 4 bits or fewer with float A take the
+    warpgroup kernel where N has a 128-row tile for every SM."""
     from lowbit.compiler.schedule import matmul_schedule
 
     int4 = dict(W_dtype="int4", with_scaling=True, group_size=128)
@@ -462,13 +463,15 @@ def test_small_m_schedule_rule():
     assert sched(28672, 8192, fields=dict(W_dtype="float16")) == (64, 128, 1, 0)  # 16-bit weights: mma.sync
     int2_a8 = dict(W_dtype="int2", A_dtype="int8", accum_dtype="int32", out_dtype="int32")
     assert sched(28672, 8192, fields=int2_a8) == (64, 128, 1, 0)  # int8 A: no warpgroup kernel
-    # int8 A with 2-bit weights: also 8 iterations of 128 k a split at 1 block an SM, whichever is more
+    # 2-bit weights: also 8 iterations of 128 k a split at 1 block an SM, whichever is more
     assert sched(4096, 4096, fields=int2_a8)[2] == 4  # 16 superblocks (2 splits), 32 halves x 32 tiles
     assert sched(4224, 4096, fields=int2_a8)[2] == 4 and sched(4352, 4096, fields=int2_a8)[2] == 3  # 33, 34 tiles
     assert sched(2048, 8192, fields=int2_a8)[2] == 8 and sched(4096, 14336, fields=int2_a8)[2] == 6
     assert sched(8192, 8192, fields=int2_a8)[2] == 4 and sched(8192, 4096, fields=int2_a8)[2] == 2  # 2 an SM
     assert sched(4096, 4096, fields=int2_a8, target="sm_80")[2] == 3  # 108 SMs: 32 x 3
-    assert sched(4096, 4096, fields=dict(W_dtype="int2"))[2] == 2  # float A: superblocks only
+    int2 = dict(W_dtype="int2")  # float A: 32-row blocks (the A tile), the same rule
+    assert sched(1024, 4096, fields=int2)[2] == 4 and sched(2048, 8192, fields=int2)[2] == 8
+    assert sched(4096, 4096, fields=dict(W_dtype="int1"))[2] == 1  # 1-bit: its 512-k superblocks only
     assert sched(28672, 8192, target="sm_80") == (64, 128, 1, 0)
     assert sched(28672, 8192, wgmma=0) == (64, 128, 1, 0) and sched(8192, 8192, wgmma=1)[3] == 1
     assert sched(8192, 8192, split_k=2, warp_n_tiles=2) == (64, 64, 2, 0)
@@ -493,10 +496,9 @@ def test_decode_split_k_fills_a_wave():
 
 def test_decode_split_2bit_halves_and_4bit_long_k():
     """16 rows: 2-bit weights split K by 8 iterations of 128 k (half a superblock) where the grid keeps
-    at most 2 blocks an SM (with int8 A from K = 4096); 4-bit weights with float A and one group a superblock or none take 8 splits
+    at most 2 blocks an SM (with int8 A from K = 4096), and so do 1-bit weights; 4-bit weights with float A and one group a superblock or none take 8 splits
     where K has 80 superblocks and 8 splits fit one wave of 3 blocks an SM (int4 and uint4 without
-    zeros then take the ring split above 2 an SM); small groups, int8 A and 1-bit weights keep the
-    superblock count."""
+    zeros then take the ring split above 2 an SM); small groups and int8 A keep the superblock count."""
     from lowbit.compiler.schedule import matmul_schedule
 
     def split(N, K, target="sm_90a", **fields):
@@ -518,7 +520,9 @@ def test_decode_split_2bit_halves_and_4bit_long_k():
     assert split(4096, 2048, W_dtype="int2") == 2 and split(4096, 3968, W_dtype="int2") == 3  # 16, 31 halves
     assert split(4096, 2048, W_dtype="int2", **int8_a) == 1 and split(4096, 3968, W_dtype="int2", **int8_a) == 2
     assert split(8448, 4096, W_dtype="int2") == 4 and split(8576, 4096, W_dtype="int2") == 3  # 66 x 4 <= 264 < 67 x 4
-    assert split(14336, 4096, W_dtype="int2") == 2 and split(4096, 4096, W_dtype="int1") == 1
+    assert split(14336, 4096, W_dtype="int2") == 2
+    assert split(4096, 4096, W_dtype="int1") == 4 and split(2048, 8192, W_dtype="int1") == 4  # 8, 16 superblocks
+    assert split(4096, 2048, W_dtype="int1", **int8_a) == 1 and split(4096, 4096, W_dtype="int1", **int8_a) == 4
 
 
 def test_decode_wide_n_fits_one_wave():

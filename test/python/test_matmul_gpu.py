@@ -474,6 +474,7 @@ DEFAULT_RULE_CASES = [  # (config fields, N, K, rows run (the first is the bucke
     (dict(W_dtype="nf4"), 2000, 10304, (16, 11), dict(split_k=8, w_smem=1)),  # 80.5 superblocks
     (dict(W_dtype="int2"), 4000, 4096, (16, 9), dict(split_k=4, w_smem=1)),
     (dict(W_dtype="int2", with_scaling=True, group_size=128), 4000, 3968, (16, 5), dict(split_k=3, w_smem=0)),
+    (dict(W_dtype="int1"), 2000, 4096, (16, 7), dict(split_k=4, w_smem=1)),
     # 17-64 rows: 128-column blocks with K split to fill the SMs, or the warpgroup kernel where N covers
     # every SM (compiler.schedule._small_m_split)
     (dict(W_dtype="int4", with_scaling=True, group_size=128), 8200, 4096, (64, 40), dict(block_m=64, split_k=4, wgmma=0)),
@@ -483,6 +484,7 @@ DEFAULT_RULE_CASES = [  # (config fields, N, K, rows run (the first is the bucke
      dict(block_m=64, split_k=8, wgmma=0)),
     (dict(W_dtype="int2", A_dtype="int8", accum_dtype="int32", out_dtype="int32"), 2056, 8192, (64, 40),
      dict(block_m=64, split_k=6, wgmma=0)),  # 64 halves of 128 k in 6 splits, 17 tiles
+    (dict(W_dtype="int2", with_bias=True), 1000, 4096, (64, 33), dict(block_m=32, split_k=4, wgmma=0)),
     (dict(W_dtype="float16", with_bias=True), 2056, 2048, (48,), dict(block_m=64, split_k=2, wgmma=0)),
     (dict(W_dtype="nf4", with_scaling=True, group_size=128), 16904, 1024, (64, 35), dict(block_m=64, split_k=1, wgmma=1)),
 ]
