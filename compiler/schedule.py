@@ -204,7 +204,8 @@ def matmul_schedule(cfg, bucket: int, target: str, **overrides) -> MatmulSchedul
     few columns and many blocks keep every SM streaming weights, 2 iterations of weights in flight per
     thread. m <= 16: 128 columns a block (the 16 rows of A are read once per 128 weight columns) and
     K split over up to 4 blocks to keep the block count up; a long K over more, up to the blocks one
-    wave holds on the target's reference device (_decode_split); a wide N over 2 with fewer registers, one wave.
+    wave holds on the target's reference device (_decode_split); a wide N over 2 with fewer registers,
+    one wave.
     Decode grids of at most 2 blocks an SM (6 for the 4-bit fold kernels at 8 rows), and some grids of
     many waves at 8 rows, take the weights through the shared-memory stages, see _weight_ring. Decode
     blocks apply group scales after or before the mma, see _scale_place. Up to 64 rows: 32 or 64 rows x
@@ -313,14 +314,15 @@ def _decode_split(cfg, tiles: int, sms: int) -> int:
     weights with float A, one group a superblock or none, take 8 splits where K has 80 superblocks
     (10 a split) and 8 splits fit one wave: 0.79-0.97x the time of the 4 or 6 splits before on K of
     11008-14336 at 2048-6144 columns, over int4, uint4 with and without zeros, fp4 and nf4; 6 splits
-    measured slower than both 4 and 8 on most shapes (variant 50). int4 and uint4 without zeros then take the ring split
-    where 8 splits exceed 2 blocks an SM (_ring_split; at 6144 columns its 4 measured 0.88x the time of 8)."""
+    measured slower than both 4 and 8 on most shapes (variant 50). int4 and uint4 without zeros then
+    take the ring split where 8 splits exceed 2 blocks an SM (_ring_split; at 6144 columns its 4
+    measured 0.88x the time of 8)."""
     fmt = format_of(cfg.W_dtype)
     superblocks = k_superblocks(cfg)
     split = max(1, min(4, superblocks // 8))
-    halves = -(-cfg.K // 128)
-    if fmt.bits <= 2 and (cfg.A_dtype == "float16" or halves >= 32):
-        split = max([s for s in SPLIT_K_VALUES if split < s <= 4 and halves // s >= 8 and tiles * s <= 2 * sms],
+    steps = -(-cfg.K // 128)  # iterations of 128 k
+    if fmt.bits <= 2 and (cfg.A_dtype == "float16" or steps >= 32):
+        split = max([s for s in SPLIT_K_VALUES if split < s <= 4 and steps // s >= 8 and tiles * s <= 2 * sms],
                     default=split)
     wave = DECODE_BLOCKS_PER_SM * sms // tiles  # splits one wave holds
     split = max([s for s in SPLIT_K_VALUES if split < s <= min(superblocks // 16, wave)], default=split)
@@ -354,8 +356,8 @@ def _small_m_split(cfg, superblock: int, tiles: int, sms: int) -> int:
     iterations = -(-cfg.K // max(superblock, 128))
     split = max([s for s in SPLIT_K_VALUES if s <= 8 and tiles * s <= 2 * sms and iterations // s >= 8], default=1)
     if superblock == 256:
-        halves = -(-cfg.K // 128)
-        split = max([s for s in SPLIT_K_VALUES if split < s <= 8 and tiles * s <= sms and halves // s >= 8], default=split)
+        steps = -(-cfg.K // 128)  # iterations of 128 k
+        split = max([s for s in SPLIT_K_VALUES if split < s <= 8 and tiles * s <= sms and steps // s >= 8], default=split)
     return split
 
 

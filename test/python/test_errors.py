@@ -464,7 +464,7 @@ def test_small_m_schedule_rule():
     int2_a8 = dict(W_dtype="int2", A_dtype="int8", accum_dtype="int32", out_dtype="int32")
     assert sched(28672, 8192, fields=int2_a8) == (64, 128, 1, 0)  # int8 A: no warpgroup kernel
     # 2-bit weights: also 8 iterations of 128 k a split at 1 block an SM, whichever is more
-    assert sched(4096, 4096, fields=int2_a8)[2] == 4  # 16 superblocks (2 splits), 32 halves x 32 tiles
+    assert sched(4096, 4096, fields=int2_a8)[2] == 4  # 16 superblocks (2 splits), 32 steps of 128 k, 32 tiles
     assert sched(4224, 4096, fields=int2_a8)[2] == 4 and sched(4352, 4096, fields=int2_a8)[2] == 3  # 33, 34 tiles
     assert sched(2048, 8192, fields=int2_a8)[2] == 8 and sched(4096, 14336, fields=int2_a8)[2] == 6
     assert sched(8192, 8192, fields=int2_a8)[2] == 4 and sched(8192, 4096, fields=int2_a8)[2] == 2  # 2 an SM
@@ -494,11 +494,12 @@ def test_decode_split_k_fills_a_wave():
     assert split(512, 1024) == 1
 
 
-def test_decode_split_2bit_halves_and_4bit_long_k():
-    """16 rows: 2-bit weights split K by 8 iterations of 128 k (half a superblock) where the grid keeps
-    at most 2 blocks an SM (with int8 A from K = 4096), and so do 1-bit weights; 4-bit weights with float A and one group a superblock or none take 8 splits
-    where K has 80 superblocks and 8 splits fit one wave of 3 blocks an SM (int4 and uint4 without
-    zeros then take the ring split above 2 an SM); small groups and int8 A keep the superblock count."""
+def test_decode_split_128k_steps_and_4bit_long_k():
+    """16 rows: 1- and 2-bit weights split K by 8 iterations of 128 k where the grid keeps at most 2
+    blocks an SM (with int8 A from K = 4096); 4-bit weights with float A and one group a superblock or
+    none take 8 splits where K has 80 superblocks and 8 splits fit one wave of 3 blocks an SM (int4 and
+    uint4 without zeros then take the ring split above 2 an SM); small groups and int8 A keep the
+    superblock count."""
     from lowbit.compiler.schedule import matmul_schedule
 
     def split(N, K, target="sm_90a", **fields):
@@ -514,10 +515,10 @@ def test_decode_split_2bit_halves_and_4bit_long_k():
     assert split(6272, 14336, **uint4_zeros) == 8 and split(6400, 14336, **uint4_zeros) == 6  # 49 x 8 <= 396 < 50 x 8
     assert split(4096, 14336, "sm_80", **uint4_zeros) == 8 and split(4096, 14336, "sm_80", **int4) == 6  # 32 x 8 > 216
     assert split(4096, 14336, **dict(int4, group_size=32)) == 6 and split(4096, 14336, W_dtype="int4", **int8_a) == 6
-    assert split(4096, 4096, W_dtype="int2") == 4 and split(4096, 4096, W_dtype="int2", **int8_a) == 4  # 32 halves
+    assert split(4096, 4096, W_dtype="int2") == 4 and split(4096, 4096, W_dtype="int2", **int8_a) == 4  # 32 steps of 128 k
     uint2 = dict(W_dtype="uint2", with_scaling=True, group_size=128)  # 2 groups a superblock: no ring split after
     assert split(4096, 4096, **uint2) == 4 and split(14336, 4096, **uint2) == 2  # 112 x 4 > 264
-    assert split(4096, 2048, W_dtype="int2") == 2 and split(4096, 3968, W_dtype="int2") == 3  # 16, 31 halves
+    assert split(4096, 2048, W_dtype="int2") == 2 and split(4096, 3968, W_dtype="int2") == 3  # 16, 31 steps
     assert split(4096, 2048, W_dtype="int2", **int8_a) == 1 and split(4096, 3968, W_dtype="int2", **int8_a) == 2
     assert split(8448, 4096, W_dtype="int2") == 4 and split(8576, 4096, W_dtype="int2") == 3  # 66 x 4 <= 264 < 67 x 4
     assert split(14336, 4096, W_dtype="int2") == 2

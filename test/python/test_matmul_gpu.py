@@ -483,7 +483,7 @@ DEFAULT_RULE_CASES = [  # (config fields, N, K, rows run (the first is the bucke
     (dict(W_dtype="int8", A_dtype="int8", accum_dtype="int32", out_dtype="int32"), 4096, 14336, (64, 33),
      dict(block_m=64, split_k=8, wgmma=0)),
     (dict(W_dtype="int2", A_dtype="int8", accum_dtype="int32", out_dtype="int32"), 2056, 8192, (64, 40),
-     dict(block_m=64, split_k=6, wgmma=0)),  # 64 halves of 128 k in 6 splits, 17 tiles
+     dict(block_m=64, split_k=6, wgmma=0)),  # 64 steps of 128 k in 6 splits, 17 tiles
     (dict(W_dtype="int2", with_bias=True), 1000, 4096, (64, 33), dict(block_m=32, split_k=4, wgmma=0)),
     (dict(W_dtype="float16", with_bias=True), 2056, 2048, (48,), dict(block_m=64, split_k=2, wgmma=0)),
     (dict(W_dtype="nf4", with_scaling=True, group_size=128), 16904, 1024, (64, 35), dict(block_m=64, split_k=1, wgmma=1)),
