@@ -6,6 +6,7 @@ The schedule is recorded on the lowbit op as the `lowbit.schedule` attribute (vi
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields, replace
+from fractions import Fraction
 
 from lowbit.compiler.target import TARGETS, target_of
 from lowbit.formats import format_of
@@ -306,10 +307,13 @@ def _decode_split(cfg, tiles: int, sms: int) -> int:
     """The K split of a 16-row grid of 128-column blocks, before the wide-N schedule and the ring split.
 
     At least 8 superblocks a split, up to 4 splits. 1- and 2-bit weights (512- and 256-k superblocks)
-    count 8 iterations of 128 k instead where the grid keeps at most 2 blocks an SM. 2-bit: 0.77-0.93x
-    the time at K = 4096 on 2048-4096 and 10240 columns (float A at K = 2048: 0.93-0.96x), 0.94-1.07x
-    at 6144-8448; int8 A keeps the superblock count below K = 4096, where 2 splits took 1.05-1.10x the
-    time of 1. 1-bit: 0.70-0.92x at K 4096-8192 on 2048-8192 columns, a tie at 8192^2 (variant 50).
+    may split further, to 8 iterations of 128 k a split and 2 blocks an SM: they take the split whose
+    grid runs the fewest rounds of blocks on an SM per split, ceil(tiles x split / SMs) / split, and
+    the fewest splits on a tie (2 blocks on some SMs and 1 on others is the slowest round). 2-bit:
+    0.77-0.93x the time at K = 4096 on 2048-4096 and 8576-10240 columns, 0.88-0.97x at K = 2048 on
+    2048-8192; ties keep the old split at 6144-8448 columns (4 splits there: 0.94-1.07x) and 14336x2048
+    (2 splits: 1.05-1.15x); int8 A keeps the superblock count below K = 4096, where 2 splits took
+    1.05-1.10x the time of 1. 1-bit: 0.70-0.92x at K 4096-8192 on 2048-8192 columns (variants 50, 50e).
     A long K (16 superblocks a split or more) splits further, up to the blocks one wave holds. 4-bit
     weights with float A, one group a superblock or none, take 8 splits where K has 80 superblocks
     (10 a split) and 8 splits fit one wave: 0.79-0.97x the time of the 4 or 6 splits before on K of
@@ -322,8 +326,8 @@ def _decode_split(cfg, tiles: int, sms: int) -> int:
     split = max(1, min(4, superblocks // 8))
     steps = -(-cfg.K // 128)  # iterations of 128 k
     if fmt.bits <= 2 and (cfg.A_dtype == "float16" or steps >= 32):
-        split = max([s for s in SPLIT_K_VALUES if split < s <= 4 and steps // s >= 8 and tiles * s <= 2 * sms],
-                    default=split)
+        fits = [s for s in SPLIT_K_VALUES if split <= s <= 4 and steps // s >= 8 and tiles * s <= 2 * sms]
+        split = min(fits, key=lambda s: (Fraction(-(-tiles * s // sms), s), s), default=split)
     wave = DECODE_BLOCKS_PER_SM * sms // tiles  # splits one wave holds
     split = max([s for s in SPLIT_K_VALUES if split < s <= min(superblocks // 16, wave)], default=split)
     if fmt.bits == 4 and cfg.A_dtype == "float16" and superblock_groups(cfg) <= 1 and superblocks >= 80 and wave >= 8:

@@ -495,8 +495,8 @@ def test_decode_split_k_fills_a_wave():
 
 
 def test_decode_split_128k_steps_and_4bit_long_k():
-    """16 rows: 1- and 2-bit weights split K by 8 iterations of 128 k where the grid keeps at most 2
-    blocks an SM (with int8 A from K = 4096); 4-bit weights with float A and one group a superblock or
+    """16 rows: 1- and 2-bit weights may split K down to 8 iterations of 128 k and up to 2 blocks an SM
+    (with int8 A from K = 4096), the split with the fewest rounds of blocks an SM per split; 4-bit weights with float A and one group a superblock or
     none take 8 splits where K has 80 superblocks and 8 splits fit one wave of 3 blocks an SM (int4 and
     uint4 without zeros then take the ring split above 2 an SM); small groups and int8 A keep the
     superblock count."""
@@ -518,11 +518,15 @@ def test_decode_split_128k_steps_and_4bit_long_k():
     assert split(4096, 4096, W_dtype="int2") == 4 and split(4096, 4096, W_dtype="int2", **int8_a) == 4  # 32 steps of 128 k
     uint2 = dict(W_dtype="uint2", with_scaling=True, group_size=128)  # 2 groups a superblock: no ring split after
     assert split(4096, 4096, **uint2) == 4 and split(14336, 4096, **uint2) == 2  # 112 x 4 > 264
+    assert split(17024, 4096, **uint2) == 2  # 133 tiles: more splits than the superblocks' 2 exceed 2 blocks an SM
     assert split(4096, 2048, W_dtype="int2") == 2 and split(4096, 3968, W_dtype="int2") == 3  # 16, 31 steps
     assert split(4096, 2048, W_dtype="int2", **int8_a) == 1 and split(4096, 3968, W_dtype="int2", **int8_a) == 2
-    assert split(8448, 4096, W_dtype="int2") == 4 and split(8576, 4096, W_dtype="int2") == 3  # 66 x 4 <= 264 < 67 x 4
-    assert split(14336, 4096, W_dtype="int2") == 2
+    # the fewest rounds of blocks an SM per split, ceil(tiles x split / 132) / split, then the fewest splits
+    assert split(8448, 4096, W_dtype="int2") == 2 and split(8576, 4096, W_dtype="int2") == 3  # 66 tiles: 2/4 = 1/2; 67: 2/3
+    assert split(14336, 4096, W_dtype="int2") == 2 and split(14336, 2048, W_dtype="int2") == 1  # 2/2 = 1/1
+    assert split(10240, 4096, W_dtype="int2") == 3 and split(8192, 2048, W_dtype="int2") == 2  # 80 tiles: 2/3 < 2/2
     assert split(4096, 4096, W_dtype="int1") == 4 and split(2048, 8192, W_dtype="int1") == 4  # 8, 16 superblocks
+    assert split(8192, 4096, W_dtype="int1") == 2  # 64 tiles: 4 splits are 2 rounds
     assert split(4096, 2048, W_dtype="int1", **int8_a) == 1 and split(4096, 4096, W_dtype="int1", **int8_a) == 4
 
 
