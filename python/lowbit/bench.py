@@ -119,19 +119,15 @@ def _cycle(fn, items):
 def _lowbit_case(name: str, fields: dict, m: int, N: int, K: int, schedule=None, chained: bool = False):
     """(time in us, weight bytes) of one lowbit variant; `chained`: per call back to back in a graph."""
     from lowbit import Matmul, MatmulConfig
-    from lowbit.formats import format_of
+    from lowbit.formats import random_values
 
     cfg = MatmulConfig(M=[m], N=N, K=K, **fields)
     op = Matmul(cfg, schedule=schedule)
-    fmt = format_of(cfg.W_dtype)
     g = torch.Generator(device="cuda").manual_seed(0)
     if cfg.W_dtype == "float16":
         logical = torch.randn(N, K, device="cuda", generator=g)
     else:
-        lo, hi = fmt.lo, fmt.hi
-        logical = torch.randint(lo, hi + 1, (N, K), device="cuda", generator=g)
-        if cfg.W_dtype == "int1":  # the sign format: -1 and +1 only
-            logical = torch.where(logical == 0, 1, logical)
+        logical = random_values(cfg.W_dtype, (N, K), device="cuda", generator=g)
     extras = {}
     if cfg.with_scaling:
         extras["scale"] = (torch.rand(N, K // cfg.group, device="cuda", generator=g) * 0.01).half()

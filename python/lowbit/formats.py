@@ -144,6 +144,17 @@ def check_range(weight: torch.Tensor, W_dtype: str) -> None:
                          f"got min {lo}, max {hi} and a 0")
 
 
+def random_values(W_dtype: str, shape, **randint_kwargs) -> torch.Tensor:
+    """Uniformly random valid logical values of an integer or code ``W_dtype`` (int1: -1 and +1 only);
+    ``randint_kwargs`` (generator, device) go to torch.randint."""
+    fmt = format_of(W_dtype)
+    if fmt.kind == 'float':
+        raise ValueError(f"random_values draws integer values or codes; W_dtype={W_dtype!r} is a float type")
+    if W_dtype == 'int1':
+        return torch.randint(0, 2, shape, **randint_kwargs) * 2 - 1
+    return torch.randint(fmt.lo, fmt.hi + 1, shape, **randint_kwargs)
+
+
 def to_codes(weight: torch.Tensor, W_dtype: str) -> torch.Tensor:
     """Map logical values to ``bits``-bit storage codes (a uint8 tensor).
 

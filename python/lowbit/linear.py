@@ -238,10 +238,8 @@ class Linear(torch.nn.Module):
         if fmt.kind == "float":
             weight = torch.randn(N, K, **g) / math.sqrt(K)
             amp = 1.0
-        elif c.W_dtype == "int1":
-            weight, amp = torch.randint(0, 2, (N, K), **g) * 2 - 1, 1.0
         else:
-            weight = torch.randint(fmt.lo, fmt.hi + 1, (N, K), **g)
+            weight = formats.random_values(c.W_dtype, (N, K), **g)
             amp = float(max(abs(fmt.lo), fmt.hi))
             if fmt.kind == "fp4":
                 amp = 6.0

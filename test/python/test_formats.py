@@ -59,6 +59,18 @@ def test_weight_dtypes_and_formats():
     assert F.format_of('fp4_e2m1').kind == 'fp4' and F.format_of('uint2').kind == 'uint'
 
 
+@pytest.mark.parametrize('W_dtype,lo,hi', SPEC_RANGES)
+def test_random_values_cover_the_valid_range(W_dtype, lo, hi, seed):
+    """random_values draws every valid value of the dtype and nothing else (int1: -1 and +1, never 0),
+    so what it draws passes check_range; float16 is refused by name."""
+    values = F.random_values(W_dtype, (64, 64), generator=torch.Generator().manual_seed(seed))
+    F.check_range(values, W_dtype)
+    valid = {-1, 1} if W_dtype == 'int1' else set(range(lo, hi + 1))
+    assert set(values.unique().tolist()) == valid, f"seed={seed}"
+    with pytest.raises(ValueError, match="float16"):
+        F.random_values('float16', (2, 2))
+
+
 def test_format_is_frozen():
     with pytest.raises(Exception):
         F.format_of('int4').bits = 3
