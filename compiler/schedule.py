@@ -141,6 +141,12 @@ def k_superblocks(cfg) -> int:
     return -(-cfg.K // layout_of(format_of(cfg.W_dtype).bits, cfg.A_dtype).superblock)
 
 
+def k_steps(cfg) -> int:
+    """K in iterations of 128 k, the last one possibly partial (a half or quarter superblock of 2- or
+    1-bit weights: the finer K split count of _decode_split and _small_m_split)."""
+    return -(-cfg.K // 128)
+
+
 def param_words(cfg, warp_n_tiles: int) -> int:
     """Registers holding one iteration's group parameters (scale, zero) of a thread."""
     return warp_n_tiles * superblock_groups(cfg) * (2 if cfg.with_zeros else 1)
@@ -324,7 +330,7 @@ def _decode_split(cfg, tiles: int, sms: int) -> int:
     fmt = format_of(cfg.W_dtype)
     superblocks = k_superblocks(cfg)
     split = max(1, min(4, superblocks // 8))
-    steps = -(-cfg.K // 128)  # iterations of 128 k
+    steps = k_steps(cfg)
     if fmt.bits <= 2 and (cfg.A_dtype == "float16" or steps >= 32):
         fits = [s for s in SPLIT_K_VALUES if split <= s <= 4 and steps // s >= 8 and tiles * s <= 2 * sms]
         split = min(fits, key=lambda s: (Fraction(-(-tiles * s // sms), s), s), default=split)
@@ -360,7 +366,7 @@ def _small_m_split(cfg, superblock: int, tiles: int, sms: int) -> int:
     iterations = -(-cfg.K // max(superblock, 128))
     split = max([s for s in SPLIT_K_VALUES if s <= 8 and tiles * s <= 2 * sms and iterations // s >= 8], default=1)
     if superblock == 256:
-        steps = -(-cfg.K // 128)  # iterations of 128 k
+        steps = k_steps(cfg)
         split = max([s for s in SPLIT_K_VALUES if split < s <= 8 and tiles * s <= sms and steps // s >= 8], default=split)
     return split
 
