@@ -493,8 +493,8 @@ DEFAULT_RULE_CASES = [  # (config fields, N, K, rows run (the first is the bucke
 @pytest.mark.parametrize("fields,N,K,ms,expected", DEFAULT_RULE_CASES,
                          ids=[f"{c[0]['W_dtype']}-{c[1]}x{c[2]}-m{c[3][0]}" for c in DEFAULT_RULE_CASES])
 def test_default_rule_schedules(fields, N, K, ms, expected, rng, seed):
-    """The defaults that the 16-row ring split and the 17-64 row rules choose compute right, with
-    partial row tiles, partial splits and K not a whole number of superblocks."""
+    """The defaults that the 16-row split rules (_decode_split, the ring split) and the 17-64 row rules
+    choose compute right, with partial row tiles, partial splits and K not a whole number of superblocks."""
     from lowbit.compiler.schedule import matmul_schedule
 
     cfg = MatmulConfig(M=[ms[0]], N=N, K=K, **fields)
