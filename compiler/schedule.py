@@ -248,7 +248,6 @@ def matmul_schedule(cfg, bucket: int, target: str, **overrides) -> MatmulSchedul
                 split_k, prefetch = 2, 1
     elif bucket <= 64:  # 128 columns a block (A re-read half as often as with 64), K split to fill the SMs
         block_m, warp_n_tiles, warps_k, prefetch = (32 if bucket <= 32 else 64), 4, 1, 1
-        split_k = _small_m_split(cfg, superblock, tiles, sms)
     else:  # wider tiles, fewer re-reads of A and W from L2: 128 rows above 256 where two A stages fit
         block_m, warp_n_tiles, warps_k, prefetch = (128 if bucket > 256 else 64), 4, 1, 1
         stages = 4
@@ -272,6 +271,8 @@ def matmul_schedule(cfg, bucket: int, target: str, **overrides) -> MatmulSchedul
         block_m //= 2
     while stages > 2 and a_tile_bytes(cfg, block_m, warps_k, k_unroll) * stages > SHARED_LIMIT:
         stages -= 1
+    if 16 < bucket <= 64:  # after the A tile has set block_m: the split counts the blocks of every row
+        split_k = _small_m_split(cfg, superblock, tiles, -(-bucket // block_m), sms)
     unknown = set(overrides) - {f.name for f in fields(MatmulSchedule)}
     if unknown:
         raise ValueError(f"unknown schedule fields {sorted(unknown)}; allowed: {[f.name for f in fields(MatmulSchedule)]}")
@@ -289,7 +290,7 @@ def matmul_schedule(cfg, bucket: int, target: str, **overrides) -> MatmulSchedul
         sched = MatmulSchedule(block_m, warp_n_tiles, stages, warps_k, prefetch, a_smem, split_k, k_unroll)
     sched = replace(sched, **overrides)
     if not {"w_smem", "stages"} & set(overrides) and not sched.wgmma:
-        sched = _weight_ring(cfg, sched, target, overrides)
+        sched = _weight_ring(cfg, sched, bucket, target, overrides)
     if "scale_after" not in overrides and not sched.wgmma:
         sched = _scale_place(cfg, sched, overrides)
     sched.check()
@@ -351,18 +352,31 @@ def _wide_n_decode(cfg, sms: int) -> bool:
     return wave < 2 and 2 * tiles <= (DECODE_BLOCKS_PER_SM + 1) * sms and k_superblocks(cfg) >= 16
 
 
-def _small_m_split(cfg, superblock: int, tiles: int, sms: int) -> int:
-    """The K split of a 17-64 row grid of 128-column blocks: the most splits, up to 8, that keep at most
-    2 blocks an SM and 8 iterations (128 k, or a superblock where longer) a split (docs/perf-notes.md,
-    variant 46: at 8192 columns 4 splits of 128-column blocks took 0.52-0.80x the time of one 64-column
-    block over the whole K; variant 48: with the split fixup chained, 8 splits took 0.80-1.03x the time
-    of 6 on 2048-4096 columns, 12 shapes x 3-6 formats; more are unmeasured).
+def _small_m_split(cfg, superblock: int, tiles: int, row_blocks: int, sms: int) -> int:
+    """The K split of a 17-64 row grid of `tiles` 128-column tiles x `row_blocks` blocks of rows.
 
-    2-bit weights may also split by 8 iterations of 128 k (half a superblock) where the grid keeps at
-    most 1 block an SM, whichever gives more splits. With int8 A: the best split or within 2% of it on
-    19 of 21 shapes at 1024-8192 columns, 0.80-0.97x the time where it adds splits; with float A
-    0.76-0.96x on 5 shapes, a tie on a sixth (variants 49, 50). Counting 128 k up to 2 blocks an SM
-    lost 1.09x at 3072-4096 columns; up to 1 block alone, 1.07-1.36x at 6144-8192."""
+    One block of rows: the most splits, up to 8, that keep at most 2 blocks an SM and 8 iterations
+    (128 k, or a superblock where longer) a split (docs/perf-notes.md, variant 46: at 8192 columns 4
+    splits of 128-column blocks took 0.52-0.80x the time of one 64-column block over the whole K;
+    variant 48: with the split fixup chained, 8 splits took 0.80-1.03x the time of 6 on 2048-4096
+    columns, 12 shapes x 3-6 formats; more are unmeasured). 2-bit weights may also split by 8
+    iterations of 128 k (half a superblock) where the grid keeps at most 1 block an SM, whichever gives
+    more splits: with int8 A the best split or within 2% of it on 19 of 21 shapes at 1024-8192
+    columns, 0.80-0.97x the time where it adds splits; with float A 0.76-0.96x on 5 shapes, a tie on a
+    sixth (variants 49, 50). Counting 128 k up to 2 blocks an SM lost 1.09x at 3072-4096 columns; up to
+    1 block alone, 1.07-1.36x at 6144-8192.
+
+    Several blocks of rows (the A tile holds fewer rows than the bucket: float-A 2-bit weights at
+    33-64 rows run 32-row blocks, 1-bit weights 16 rows with float A and 32 with int8 A): the fewest
+    splits, up to 8 and at 8 iterations of 128 k a split or more, whose busiest SM carries at most
+    15% more than the least of any (_busiest_sm_load). Against the rule above, which counted column
+    tiles only (up to 4 blocks an SM here): 0.65-1.01x the time on 47 of 48 changed cases of int1 and
+    int2 at 1024-28672 columns, 1.06-1.09x on int1 with int8 A at 11008x28672 (variant 52)."""
+    if row_blocks > 1:
+        steps = k_steps(cfg)
+        load = {s: _busiest_sm_load(tiles * row_blocks, s, sms) for s in SPLIT_K_VALUES if s <= 8 and steps // s >= 8}
+        least = min(load.values(), default=1)
+        return min((s for s in load if load[s] <= least * Fraction(115, 100)), default=1)
     iterations = -(-cfg.K // max(superblock, 128))
     split = max([s for s in SPLIT_K_VALUES if s <= 8 and tiles * s <= 2 * sms and iterations // s >= 8], default=1)
     if superblock == 256:
@@ -371,9 +385,19 @@ def _small_m_split(cfg, superblock: int, tiles: int, sms: int) -> int:
     return split
 
 
-def _weight_ring(cfg, sched: MatmulSchedule, target: str, overrides: dict) -> MatmulSchedule:
+def _busiest_sm_load(blocks: int, split: int, sms: int) -> Fraction:
+    """The share of one block's whole-K work that the busiest SM streams when `blocks` blocks a split
+    are spread over `sms` SMs `split` ways, counting 2 blocks an SM as fast as 1: one resident block
+    leaves the SM's share of bandwidth half used (variant 52: int2 at 64 rows, 8192 columns, 1 split
+    of 128 blocks took 1.31x the time of 2 of 256), while 2 on some SMs and 3 on others is a round
+    of 3 (6144 columns, 2 splits of 192 blocks: 1.21x the time of 4 of 384)."""
+    return max(Fraction(1), Fraction(-(-blocks * split // sms), 2)) / split
+
+
+def _weight_ring(cfg, sched: MatmulSchedule, bucket: int, target: str, overrides: dict) -> MatmulSchedule:
     """Where decode weights travel through the shared-memory stages (w_smem, cp.async) instead of
-    straight to registers, by the blocks an SM of the grid (docs/perf-notes.md, variants 40-44).
+    straight to registers, by the blocks an SM of the grid, blocks of every row counted
+    (docs/perf-notes.md, variants 40-44).
 
     Small grids leave registers and shared memory idle and each SM streams too few bytes: at most 2
     blocks an SM (N = 4096 at m <= 8, up to 8192 at m = 16 on 132 SMs) take 3 stages, 2 iterations
@@ -399,6 +423,7 @@ def _weight_ring(cfg, sched: MatmulSchedule, target: str, overrides: dict) -> Ma
     split_k keeps it."""
     fmt = format_of(cfg.W_dtype)
     sms, tiles = target_of(target).sms, -(-cfg.N // sched.block_n)
+    row_blocks = -(-bucket // sched.block_m)
     eight_rows = sched.block_m == 8 and cfg.A_dtype == "float16"
     fold4 = eight_rows and fmt.bits == 4 and fmt.kind in ("int", "uint") and not cfg.with_zeros
     uint4_zeros = eight_rows and cfg.W_dtype == "uint4" and zeros_before_mma(cfg)
@@ -407,7 +432,7 @@ def _weight_ring(cfg, sched: MatmulSchedule, target: str, overrides: dict) -> Ma
     ring = sched
     if sched.block_m == 16 and tiles * sched.split_k > 2 * sms and "split_k" not in overrides:
         ring = replace(sched, split_k=_ring_split(cfg, sched, tiles, sms))
-    per_sm = tiles * ring.split_k / sms
+    per_sm = row_blocks * tiles * ring.split_k / sms
     if per_sm <= (6 if fold4 else 2) and not (fmt.bits >= 8 and sched.block_m > 8):
         ring = replace(ring, w_smem=1, stages=3)
     elif (fold4 and per_sm > 6) or (uint4_zeros and per_sm > 4):

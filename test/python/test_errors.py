@@ -385,6 +385,11 @@ def test_weight_ring_schedule_rule():
     assert ring(8192, 8192, 16) == small  # 64 tiles of 128 columns x split 4
     assert ring(8192, 28672, 16) is None  # 384 blocks of 56 superblocks: no shorter split fits 2 an SM
     assert ring(4096, 4096, 64) is None and ring(4096, 4096, 4096) is None  # prefill
+    # 1-bit weights run 16-row blocks at any m (their A tile): the count takes every row's blocks
+    assert ring(8192, 8192, 64, W_dtype="int1") == (3, 1)  # 64 tiles x 4 row blocks = 256 (1 ahead above 16 rows)
+    assert ring(14336, 4096, 64, W_dtype="int1") is None and ring(28672, 4096, 32, W_dtype="int1") is None  # 448
+    assert ring(14336, 4096, 32, W_dtype="int1") == (3, 1)  # 112 tiles x 2 row blocks = 224
+    assert ring(1024, 4096, 256, "sm_80", W_dtype="int1") == (3, 1) and ring(2048, 4096, 256, "sm_80", W_dtype="int1") is None
     assert ring(4096, 4096, 1, W_dtype="int2") == small and ring(4096, 4096, 1, W_dtype="nf4") == small
     assert ring(8192, 8192, 1, W_dtype="int2") is None and ring(28672, 8192, 1, W_dtype="nf4") is None
     assert ring(4096, 4096, 1, W_dtype="int4", with_scaling=True, group_size=32) is None  # 4 groups a superblock
@@ -438,8 +443,9 @@ def test_ring_split_schedule_rule():
 def test_small_m_schedule_rule():
     """17-64 rows: 32 or 64 rows x 128 columns a block, K split by the most ways, up to 8, that keep at
     most 2 blocks an SM and 8 iterations a split (2-bit weights: or 8 iterations of 128 k at 1 block an
-    SM, whichever is more); from 33 rows on sm_90a, weights of 4 bits or fewer with float A take the
-    warpgroup kernel where N has a 128-row tile for every SM."""
+    SM, whichever is more); grids of several blocks of rows balance the busiest SM instead; from 33 rows
+    on sm_90a, weights of 4 bits or fewer with float A take the warpgroup kernel where N has a 128-row
+    tile for every SM."""
     from lowbit.compiler.schedule import matmul_schedule
 
     int4 = dict(W_dtype="int4", with_scaling=True, group_size=128)
@@ -469,9 +475,22 @@ def test_small_m_schedule_rule():
     assert sched(2048, 8192, fields=int2_a8)[2] == 8 and sched(4096, 14336, fields=int2_a8)[2] == 6
     assert sched(8192, 8192, fields=int2_a8)[2] == 4 and sched(8192, 4096, fields=int2_a8)[2] == 2  # 2 an SM
     assert sched(4096, 4096, fields=int2_a8, target="sm_80")[2] == 3  # 108 SMs: 32 x 3
-    int2 = dict(W_dtype="int2")  # float A: 32-row blocks (the A tile), the same rule
-    assert sched(1024, 4096, fields=int2)[2] == 4 and sched(2048, 8192, fields=int2)[2] == 8
-    assert sched(4096, 4096, fields=dict(W_dtype="int1"))[2] == 1  # 1-bit: its 512-k superblocks only
+    # several blocks of rows a column tile (float-A 2-bit at 33-64 rows: 32-row blocks; 1-bit: 16 rows with
+    # float A, 32 with int8 A): the fewest splits whose busiest SM carries at most 15% more than the least
+    # loaded choice, counting 2 blocks an SM as fast as 1, at 8 iterations of 128 k a split or more
+    int2 = dict(W_dtype="int2")
+    assert sched(1024, 4096, fields=int2)[2] == 4 and sched(2048, 8192, fields=int2)[2] == 8  # at most 2 an SM
+    assert sched(8192, 8192, fields=int2) == (32, 128, 2, 0) and sched(8192, 8192, 32, int2)[2] == 4  # 128 x 2 blocks
+    assert sched(8448, 8192, fields=int2)[2] == 2  # 132 blocks a split: 2 on each SM
+    assert sched(8576, 8192, fields=int2)[2] == 4  # 134: 4 splits put 5 on the busiest SM, within 15% of 8's 9
+    assert sched(6144, 8192, fields=int2)[2] == 4 and sched(14336, 4096, fields=int2)[2] == 1  # 96 x 4 = 384; 224
+    assert sched(8192, 8192, fields=int2, target="sm_80")[2] == 3 and sched(1024, 1024, fields=int2)[2] == 1
+    int1 = dict(W_dtype="int1")
+    assert sched(1024, 4096, fields=int1) == (16, 128, 4, 0) and sched(4096, 4096, fields=int1)[2] == 2  # 32 x 4 x 2
+    assert sched(4096, 4096, 32, int1)[2] == 4 and sched(8192, 8192, fields=int1)[2] == 1  # 64 x 4 = 256 blocks
+    int1_a8 = dict(int2_a8, W_dtype="int1")
+    assert sched(4096, 4096, fields=int1_a8) == (32, 128, 4, 0) and sched(8192, 28672, fields=int1_a8)[2] == 2
+    assert sched(4096, 4096, 32, int1_a8)[2] == 1  # one block of rows: the superblock count
     assert sched(28672, 8192, target="sm_80") == (64, 128, 1, 0)
     assert sched(28672, 8192, wgmma=0) == (64, 128, 1, 0) and sched(8192, 8192, wgmma=1)[3] == 1
     assert sched(8192, 8192, split_k=2, warp_n_tiles=2) == (64, 64, 2, 0)

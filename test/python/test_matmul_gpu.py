@@ -485,6 +485,13 @@ DEFAULT_RULE_CASES = [  # (config fields, N, K, rows run (the first is the bucke
     (dict(W_dtype="int2", A_dtype="int8", accum_dtype="int32", out_dtype="int32"), 2056, 8192, (64, 40),
      dict(block_m=64, split_k=6, wgmma=0)),  # 64 steps of 128 k in 6 splits, 17 tiles
     (dict(W_dtype="int2", with_bias=True), 1000, 4096, (64, 33), dict(block_m=32, split_k=4, wgmma=0)),
+    (dict(W_dtype="int2"), 8200, 8192, (64, 40), dict(block_m=32, split_k=2, wgmma=0)),  # 65 tiles x 2 row blocks
+    (dict(W_dtype="int2"), 6100, 8192, (64, 63), dict(block_m=32, split_k=4, wgmma=0)),  # 48 x 2 x 4 = 384 blocks
+    (dict(W_dtype="int1"), 4000, 4096, (64, 50), dict(block_m=16, split_k=2, w_smem=1)),  # 32 tiles x 4 row blocks
+    (dict(W_dtype="int1"), 2000, 4096, (32, 20), dict(block_m=16, split_k=4, w_smem=1)),
+    (dict(W_dtype="int1"), 14336, 4096, (64, 33), dict(block_m=16, split_k=1, w_smem=0)),  # 448 blocks: no ring
+    (dict(W_dtype="int1", A_dtype="int8", accum_dtype="int32", out_dtype="int32"), 4000, 4096, (64, 45),
+     dict(block_m=32, split_k=4, wgmma=0)),  # 32-row blocks, 8 steps of 128 k a split
     (dict(W_dtype="float16", with_bias=True), 2056, 2048, (48,), dict(block_m=64, split_k=2, wgmma=0)),
     (dict(W_dtype="nf4", with_scaling=True, group_size=128), 16904, 1024, (64, 35), dict(block_m=64, split_k=1, wgmma=1)),
 ]
