@@ -430,7 +430,7 @@ def _weight_ring(cfg, sched: MatmulSchedule, bucket: int, target: str, overrides
     if sched.block_m > 16 or not sched.a_smem or superblock_groups(cfg) > 1:
         return sched
     ring = sched
-    if sched.block_m == 16 and tiles * sched.split_k > 2 * sms and "split_k" not in overrides:
+    if sched.block_m == 16 and row_blocks == 1 and tiles * sched.split_k > 2 * sms and "split_k" not in overrides:
         ring = replace(sched, split_k=_ring_split(cfg, sched, tiles, sms))
     per_sm = row_blocks * tiles * ring.split_k / sms
     if per_sm <= (6 if fold4 else 2) and not (fmt.bits >= 8 and sched.block_m > 8):
