@@ -479,7 +479,7 @@ def test_small_m_schedule_rule():
     # float A, 32 with int8 A): the fewest splits whose busiest SM carries at most 15% more than the least
     # loaded choice, counting 2 blocks an SM as fast as 1, at 8 iterations of 128 k a split or more
     int2 = dict(W_dtype="int2")
-    assert sched(1024, 4096, fields=int2)[2] == 4 and sched(2048, 8192, fields=int2)[2] == 8  # at most 2 an SM
+    assert sched(1024, 4096, fields=int2)[2] == 4 and sched(2048, 8192, fields=int2)[2] == 8  # 32 and 64 steps of 128 k
     assert sched(8192, 8192, fields=int2) == (32, 128, 2, 0) and sched(8192, 8192, 32, int2)[2] == 4  # 128 x 2 blocks
     assert sched(8448, 8192, fields=int2)[2] == 2  # 132 blocks a split: 2 on each SM
     assert sched(8576, 8192, fields=int2)[2] == 4  # 134: 4 splits put 5 on the busiest SM, within 15% of 8's 9
