@@ -317,9 +317,13 @@ def _to_float16(raw: torch.Tensor, what: str) -> torch.Tensor:
 
 
 def _to_scale(raw: torch.Tensor) -> torch.Tensor:
-    """Round per-group scales to float16, replacing 0 (an all-zero group) by 1."""
+    """Round per-group scales up to float16, replacing 0 (an all-zero group) by 1. Rounding up keeps the
+    grid as wide as the group's range: rounded to nearest, a float16 scale up to 2^-11 short let a
+    weight at the edge of a group with 'quantized' (integer) zeros land more than half a step from
+    the grid."""
     s = _to_float16(raw, "scale")
-    return torch.where(s == 0, torch.ones_like(s), s)
+    s = torch.where(s.to(raw.dtype) < raw, torch.nextafter(s, torch.full_like(s, float("inf"))), s)
+    return _to_float16(torch.where(s == 0, torch.ones_like(s), s), "scale")
 
 
 def _quantize_symmetric(w: torch.Tensor, fmt: Format) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -361,7 +365,8 @@ def quantize(weight: torch.Tensor, W_dtype: str, group_size: int = -1, with_zero
     """Round-to-nearest quantization of a float [N, K] weight, per group of K.
 
     Returns ``(values, scale, zeros)``: int8 logical values [N, K] accepted by
-    :func:`check_range`, float16 scales [N, K//G] (0 replaced by 1) and zeros
+    :func:`check_range`, float16 scales [N, K//G] (rounded up, so that the grid spans each
+    group; 0 replaced by 1) and zeros
     (None without ``with_zeros``). Dequantizing ``to_codes(values)`` with
     :func:`dequantize_reference` and the same arguments approximates ``weight``.
 

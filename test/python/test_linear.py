@@ -551,6 +551,25 @@ MAX_GAP = {name: max(b - a for a, b in zip(sorted(t), sorted(t)[1:]))
            for name, t in (("fp4_e2m1", [e2m1_value(c) for c in range(16)]), ("nf4", SPEC_NF4))}
 
 
+def test_quantize_scales_span_each_group(rng):
+    """Scales round up to float16, so that the grid covers each group's range (a float16 scale rounded
+    to nearest falls short of it in about half the groups, and with integer zeros a weight at a
+    group's edge then lands more than half a step from the grid)."""
+    N, K, G = 64, 1024, 32
+    w = torch.randn(N, K, generator=rng, dtype=torch.float64) * (1 + torch.rand(N, 1, generator=rng, dtype=torch.float64))
+    groups = w.float().double().reshape(N, K // G, G)
+    for W_dtype, zeros_mode in (("int4", None), ("int2", None), ("uint4", "quantized"), ("uint2", "original")):
+        kw = {} if zeros_mode is None else dict(with_zeros=True, zeros_mode=zeros_mode)
+        _, scale, _ = lowbit.quantize(w.float(), W_dtype, G, **kw)
+        top = LOGICAL_RANGE[W_dtype][1]  # the largest code: scale = range / top before rounding
+        if zeros_mode is None:
+            span = groups.abs().amax(-1)
+        else:
+            lo, hi = groups.amin(-1), groups.amax(-1)
+            span = hi.clamp(min=0) - lo.clamp(max=0) if zeros_mode == "quantized" else hi - lo
+        assert bool((scale.double() * top >= span).all()), f"{W_dtype}: a scale rounded below its group's range"
+
+
 @pytest.mark.parametrize("W_dtype,with_zeros,zeros_mode", QUANTIZE_CASES)
 def test_quantize_every_dtype(W_dtype, with_zeros, zeros_mode, rng):
     N, K, G = 24, 128, 32
