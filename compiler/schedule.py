@@ -334,7 +334,7 @@ def _decode_split(cfg, tiles: int, sms: int) -> int:
     steps = k_steps(cfg)
     if fmt.bits <= 2 and (cfg.A_dtype == "float16" or steps >= 32):
         fits = [s for s in SPLIT_K_VALUES if split <= s <= 4 and steps // s >= 8 and tiles * s <= 2 * sms]
-        split = min(fits, key=lambda s: (Fraction(-(-tiles * s // sms), s), s), default=split)
+        split = min(fits, key=lambda s: (_busiest_sm_load(tiles, s, sms, saturating=1), s), default=split)
     wave = DECODE_BLOCKS_PER_SM * sms // tiles  # splits one wave holds
     split = max([s for s in SPLIT_K_VALUES if split < s <= min(superblocks // 16, wave)], default=split)
     if fmt.bits == 4 and cfg.A_dtype == "float16" and superblock_groups(cfg) <= 1 and superblocks >= 80 and wave >= 8:
@@ -372,26 +372,29 @@ def _small_m_split(cfg, superblock: int, tiles: int, row_blocks: int, sms: int) 
     15% more than the least of any (_busiest_sm_load). Against the rule above, which counted column
     tiles only (up to 4 blocks an SM here): 0.65-1.01x the time on 47 of 48 changed cases of int1 and
     int2 at 1024-28672 columns, 1.06-1.09x on int1 with int8 A at 11008x28672 (variant 52)."""
+    steps = k_steps(cfg)
     if row_blocks > 1:
-        steps = k_steps(cfg)
-        load = {s: _busiest_sm_load(tiles * row_blocks, s, sms) for s in SPLIT_K_VALUES if s <= 8 and steps // s >= 8}
+        load = {s: _busiest_sm_load(tiles * row_blocks, s, sms, saturating=2)
+                for s in SPLIT_K_VALUES if s <= 8 and steps // s >= 8}
         least = min(load.values(), default=1)
         return min((s for s in load if load[s] <= least * Fraction(115, 100)), default=1)
     iterations = -(-cfg.K // max(superblock, 128))
     split = max([s for s in SPLIT_K_VALUES if s <= 8 and tiles * s <= 2 * sms and iterations // s >= 8], default=1)
     if superblock == 256:
-        steps = k_steps(cfg)
         split = max([s for s in SPLIT_K_VALUES if split < s <= 8 and tiles * s <= sms and steps // s >= 8], default=split)
     return split
 
 
-def _busiest_sm_load(blocks: int, split: int, sms: int) -> Fraction:
+def _busiest_sm_load(blocks: int, split: int, sms: int, saturating: int) -> Fraction:
     """The share of one block's whole-K work that the busiest SM streams when `blocks` blocks a split
-    are spread over `sms` SMs `split` ways, counting 2 blocks an SM as fast as 1: one resident block
-    leaves the SM's share of bandwidth half used (variant 52: int2 at 64 rows, 8192 columns, 1 split
-    of 128 blocks took 1.31x the time of 2 of 256), while 2 on some SMs and 3 on others is a round
-    of 3 (6144 columns, 2 splits of 192 blocks: 1.21x the time of 4 of 384)."""
-    return max(Fraction(1), Fraction(-(-blocks * split // sms), 2)) / split
+    are spread over `sms` SMs `split` ways, counting up to `saturating` blocks an SM as fast as 1 (the
+    blocks that fill the SM's share of bandwidth). 1: the rounds of blocks an SM per split, which fits
+    the 16-row kernels (_decode_split: 2 blocks on some SMs and 1 on others is the slowest round). 2:
+    the 17-64 row kernels of several row blocks (_small_m_split), where one resident block leaves the
+    SM's share half used (variant 52: int2 at 64 rows, 8192 columns, 1 split of 128 blocks took 1.31x
+    the time of 2 of 256) while 2 on some SMs and 3 on others is a round of 3 (6144 columns, 2 splits
+    of 192 blocks: 1.21x the time of 4 of 384)."""
+    return max(Fraction(1), Fraction(-(-blocks * split // sms), saturating)) / split
 
 
 def _weight_ring(cfg, sched: MatmulSchedule, bucket: int, target: str, overrides: dict) -> MatmulSchedule:

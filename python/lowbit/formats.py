@@ -321,7 +321,7 @@ def _to_scale(raw: torch.Tensor) -> torch.Tensor:
     grid as wide as the group's range: rounded to nearest, a float16 scale up to 2^-11 short let a
     weight at the edge of a group with 'quantized' (integer) zeros land more than half a step from
     the grid."""
-    s = _to_float16(raw, "scale")
+    s = raw.to(torch.float16)
     s = torch.where(s.to(raw.dtype) < raw, torch.nextafter(s, torch.full_like(s, float("inf"))), s)
     return _to_float16(torch.where(s == 0, torch.ones_like(s), s), "scale")
 
