@@ -17,6 +17,10 @@ THREADS = 128
 PARAM_REGISTERS = 16  # registers for prefetched group parameters before the schedule trims prefetch
 SPLIT_K_VALUES = (1, 2, 3, 4, 6, 8, 12, 16)
 DECODE_BLOCKS_PER_SM = 3  # the m <= 16 kernel's blocks an SM at 4 bits (168 registers)
+# the 17-64 row 4-bit float-A kernels by block_m: blocks an SM (128 and 168 registers), and the blocks an
+# SM that _busiest_sm_load counts as fast as 1 (a 32-row block multiplies half as much per weight byte)
+SMALL_M_RESIDENT = {32: 4, 64: 3}
+SMALL_M_SATURATING = {32: Fraction(5, 2), 64: 2}
 
 
 @dataclass(frozen=True)
@@ -272,7 +276,7 @@ def matmul_schedule(cfg, bucket: int, target: str, **overrides) -> MatmulSchedul
     while stages > 2 and a_tile_bytes(cfg, block_m, warps_k, k_unroll) * stages > SHARED_LIMIT:
         stages -= 1
     if 16 < bucket <= 64:  # after the A tile has set block_m: the split counts the blocks of every row
-        split_k = _small_m_split(cfg, superblock, tiles, -(-bucket // block_m), sms)
+        split_k = _small_m_split(cfg, superblock, tiles, block_m, -(-bucket // block_m), sms)
     unknown = set(overrides) - {f.name for f in fields(MatmulSchedule)}
     if unknown:
         raise ValueError(f"unknown schedule fields {sorted(unknown)}; allowed: {[f.name for f in fields(MatmulSchedule)]}")
@@ -352,32 +356,42 @@ def _wide_n_decode(cfg, sms: int) -> bool:
     return wave < 2 and 2 * tiles <= (DECODE_BLOCKS_PER_SM + 1) * sms and k_superblocks(cfg) >= 16
 
 
-def _small_m_split(cfg, superblock: int, tiles: int, row_blocks: int, sms: int) -> int:
-    """The K split of a 17-64 row grid of `tiles` 128-column tiles x `row_blocks` blocks of rows.
-
-    One block of rows: the most splits, up to 8, that keep at most 2 blocks an SM and 8 iterations
-    (128 k, or a superblock where longer) a split (docs/perf-notes.md, variant 46: at 8192 columns 4
-    splits of 128-column blocks took 0.52-0.80x the time of one 64-column block over the whole K;
-    variant 48: with the split fixup chained, 8 splits took 0.80-1.03x the time of 6 on 2048-4096
-    columns, 12 shapes x 3-6 formats; more are unmeasured). 2-bit weights may also split by 8
-    iterations of 128 k (half a superblock) where the grid keeps at most 1 block an SM, whichever gives
-    more splits: with int8 A the best split or within 2% of it on 19 of 21 shapes at 1024-8192
-    columns, 0.80-0.97x the time where it adds splits; with float A 0.76-0.96x on 5 shapes, a tie on a
-    sixth (variants 49, 50). Counting 128 k up to 2 blocks an SM lost 1.09x at 3072-4096 columns; up to
-    1 block alone, 1.07-1.36x at 6144-8192.
+def _small_m_split(cfg, superblock: int, tiles: int, block_m: int, row_blocks: int, sms: int) -> int:
+    """The K split of a 17-64 row grid of `tiles` 128-column tiles x `row_blocks` blocks of `block_m` rows.
 
     Several blocks of rows (the A tile holds fewer rows than the bucket: float-A 2-bit weights at
-    33-64 rows run 32-row blocks, 1-bit weights 16 rows with float A and 32 with int8 A): the fewest
-    splits, up to 8 and at 8 iterations of 128 k a split or more, whose busiest SM carries at most
-    15% more than the least of any (_busiest_sm_load). Against the rule above, which counted column
-    tiles only (up to 4 blocks an SM here): 0.65-1.01x the time on 47 of 48 changed cases of int1 and
-    int2 at 1024-28672 columns, 1.06-1.09x on int1 with int8 A at 11008x28672 (variant 52)."""
+    33-64 rows run 32-row blocks, 1-bit weights 16 rows with float A and 32 with int8 A): the least
+    loaded split (_least_loaded_split) counting 2 blocks an SM as fast as 1. Against the rule below,
+    which counted column tiles only (up to 4 blocks an SM here): 0.65-1.01x the time on 47 of 48
+    changed cases of int1 and int2 at 1024-28672 columns, 1.06-1.09x on int1 with int8 A at
+    11008x28672 (variant 52).
+
+    4-bit weights with float A and one group a superblock or none, one block of rows: the least loaded
+    split within one wave (SMALL_M_RESIDENT blocks an SM), counting SMALL_M_SATURATING blocks an SM as
+    fast as 1. Against the rule below (variant 53): over 108 grids of int4 g128, nf4 and uint4 g128
+    zeros at 32 and 64 rows, 2048-14336 columns and K 4096-14336, the best split or within 2% of it on
+    94 against 71; 0.81-0.91x the time where it changes the split at 64 rows, 0.81-1.03x at 32. Then on
+    65 changed grids it had not seen (those formats, uint4 g128 and fp4 g128 at 24 and 48 rows, 7168-
+    13824 columns, K 5120-13824): 0.74-0.98x the time on 52, but 1.03-1.08x at 9216 columns and 24
+    rows (4 splits of 72 tiles put a third block on 24 SMs) and up to 1.02x on 3 more.
+
+    Otherwise: the most splits, up to 8, that keep at most 2 blocks an SM and 8 iterations (128 k, or a
+    superblock where longer) a split (docs/perf-notes.md, variant 46: at 8192 columns 4 splits of
+    128-column blocks took 0.52-0.80x the time of one 64-column block over the whole K; variant 48:
+    with the split fixup chained, 8 splits took 0.80-1.03x the time of 6 on 2048-4096 columns, 12
+    shapes x 3-6 formats; variant 53: float16 weights, int8 weights and int2 with int8 A within 0.9%
+    of the best split on average over 108 grids, no better with the load count above). 2-bit weights
+    may also split by 8 iterations of 128 k (half a superblock) where the grid keeps at most 1 block
+    an SM, whichever gives more splits: with int8 A the best split or within 2% of it on 19 of 21
+    shapes at 1024-8192 columns, 0.80-0.97x the time where it adds splits; with float A 0.76-0.96x on
+    5 shapes, a tie on a sixth (variants 49, 50). Counting 128 k up to 2 blocks an SM lost 1.09x at
+    3072-4096 columns; up to 1 block alone, 1.07-1.36x at 6144-8192."""
+    fmt = format_of(cfg.W_dtype)
     steps = k_steps(cfg)
     if row_blocks > 1:
-        load = {s: _busiest_sm_load(tiles * row_blocks, s, sms, saturating=2)
-                for s in SPLIT_K_VALUES if s <= 8 and steps // s >= 8}
-        least = min(load.values(), default=1)
-        return min((s for s in load if load[s] <= least * Fraction(115, 100)), default=1)
+        return _least_loaded_split(tiles * row_blocks, steps, sms, saturating=2)
+    if fmt.bits == 4 and cfg.A_dtype == "float16" and superblock_groups(cfg) <= 1:
+        return _least_loaded_split(tiles, steps, sms, SMALL_M_SATURATING[block_m], SMALL_M_RESIDENT[block_m])
     iterations = -(-cfg.K // max(superblock, 128))
     split = max([s for s in SPLIT_K_VALUES if s <= 8 and tiles * s <= 2 * sms and iterations // s >= 8], default=1)
     if superblock == 256:
@@ -385,7 +399,18 @@ def _small_m_split(cfg, superblock: int, tiles: int, row_blocks: int, sms: int) 
     return split
 
 
-def _busiest_sm_load(blocks: int, split: int, sms: int, saturating: int) -> Fraction:
+def _least_loaded_split(blocks: int, steps: int, sms: int, saturating, resident: int = None) -> int:
+    """The fewest splits, up to 8 and at 8 steps of 128 k a split or more, whose busiest SM carries at
+    most 15% more than the least of any (_busiest_sm_load with `saturating`); with `resident`, only
+    splits whose `blocks` x split fit one wave of that many blocks an SM (beyond it a second wave
+    runs: int4 at 64 rows, 8192x8192, 8 splits of 512 blocks took 1.23x the time of 6 splits of 384)."""
+    load = {s: _busiest_sm_load(blocks, s, sms, saturating) for s in SPLIT_K_VALUES
+            if s <= 8 and steps // s >= 8 and (resident is None or s == 1 or blocks * s <= resident * sms)}
+    least = min(load.values(), default=1)
+    return min((s for s in load if load[s] <= least * Fraction(115, 100)), default=1)
+
+
+def _busiest_sm_load(blocks: int, split: int, sms: int, saturating) -> Fraction:
     """The share of one block's whole-K work that the busiest SM streams when `blocks` blocks a split
     are spread over `sms` SMs `split` ways, counting up to `saturating` blocks an SM as fast as 1 (the
     blocks that fill the SM's share of bandwidth). 1: the rounds of blocks an SM per split, which fits
@@ -393,7 +418,10 @@ def _busiest_sm_load(blocks: int, split: int, sms: int, saturating: int) -> Frac
     the 17-64 row kernels of several row blocks (_small_m_split), where one resident block leaves the
     SM's share half used (variant 52: int2 at 64 rows, 8192 columns, 1 split of 128 blocks took 1.31x
     the time of 2 of 256) while 2 on some SMs and 3 on others is a round of 3 (6144 columns, 2 splits
-    of 192 blocks: 1.21x the time of 4 of 384)."""
+    of 192 blocks: 1.21x the time of 4 of 384). 5/2: the 17-64 row 4-bit float-A kernels at 32 rows,
+    whose third block an SM still gains a little (variant 53: 2.5 picked the best split or within 2% on
+    45 of 54 grids, 2 on 34; at 64 rows 2 did as well as 2.5 and avoided 3 splits at 13824x5120, 1.02-
+    1.07x the time of 2)."""
     return max(Fraction(1), Fraction(-(-blocks * split // sms), saturating)) / split
 
 

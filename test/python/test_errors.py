@@ -443,30 +443,46 @@ def test_ring_split_schedule_rule():
 def test_small_m_schedule_rule():
     """17-64 rows: 32 or 64 rows x 128 columns a block, K split by the most ways, up to 8, that keep at
     most 2 blocks an SM and 8 iterations a split (2-bit weights: or 8 iterations of 128 k at 1 block an
-    SM, whichever is more); grids of several blocks of rows balance the busiest SM instead; from 33 rows
-    on sm_90a, weights of 4 bits or fewer with float A take the warpgroup kernel where N has a 128-row
-    tile for every SM."""
+    SM, whichever is more); 4-bit float-A weights and grids of several blocks of rows take the least
+    loaded split instead; from 33 rows on sm_90a, weights of 4 bits or fewer with float A take the
+    warpgroup kernel where N has a 128-row tile for every SM."""
     from lowbit.compiler.schedule import matmul_schedule
 
     int4 = dict(W_dtype="int4", with_scaling=True, group_size=128)
+    fp16 = dict(W_dtype="float16")
 
     def sched(N, K, bucket=64, fields=int4, target="sm_90a", **overrides):
         s = matmul_schedule(MatmulConfig(M=[bucket], N=N, K=K, **fields), bucket, target, **overrides)
         return s.block_m, s.block_n, s.split_k, s.wgmma
 
-    assert sched(8192, 8192) == (64, 128, 4, 0) and sched(8192, 8192, 32) == (32, 128, 4, 0)  # 64 tiles x 4
-    assert sched(8192, 8192, target="sm_80") == (64, 128, 3, 0)  # 108 SMs: 64 x 4 > 216
-    assert sched(4096, 4096) == (64, 128, 4, 0) and sched(4096, 3968) == (64, 128, 3, 0)  # 32 iterations, then 31
-    assert sched(4096, 14336) == (64, 128, 8, 0) and sched(4096, 14336, 32) == (32, 128, 8, 0)  # 32 x 8 tiles
-    assert sched(4096, 8192) == (64, 128, 8, 0) and sched(4096, 8064) == (64, 128, 6, 0)  # 64 iterations, then 63
-    assert sched(1024, 28672) == (64, 128, 8, 0)  # 224 iterations and 8 tiles: at most 8 splits
-    assert sched(4224, 14336) == (64, 128, 8, 0) and sched(4352, 14336) == (64, 128, 6, 0)  # 33 x 8 <= 264 < 34 x 8
-    assert sched(1024, 1024) == (64, 128, 1, 0)
-    assert sched(16768, 8192) == (64, 128, 2, 0)  # 131 tiles: the mma.sync kernel, 2 splits
+    # the most splits that keep 2 blocks an SM (float16 weights)
+    assert sched(8192, 8192, fields=fp16) == (64, 128, 4, 0) and sched(8192, 8192, 32, fp16) == (32, 128, 4, 0)
+    assert sched(8192, 8192, fields=fp16, target="sm_80") == (64, 128, 3, 0)  # 108 SMs: 64 x 4 > 216
+    assert sched(4096, 4096, fields=fp16)[2] == 4 and sched(4096, 3968, fields=fp16)[2] == 3  # 32 iterations, then 31
+    assert sched(4096, 14336, fields=fp16)[2] == 8 and sched(4096, 14336, 32, fp16) == (32, 128, 8, 0)  # 32 x 8 tiles
+    assert sched(4096, 8192, fields=fp16)[2] == 8 and sched(4096, 8064, fields=fp16)[2] == 6  # 64 iterations, then 63
+    assert sched(1024, 28672, fields=fp16)[2] == 8  # 224 iterations and 8 tiles: at most 8 splits
+    assert sched(4224, 14336, fields=fp16)[2] == 8 and sched(4352, 14336, fields=fp16)[2] == 6  # 33 x 8 <= 264 < 34 x 8
+    assert sched(6144, 8192, fields=fp16)[2] == 4 and sched(1024, 1024, fields=fp16)[2] == 1
+    assert sched(16768, 8192, fields=fp16) == (64, 128, 2, 0)
+    # 4-bit float A, one group a superblock: the fewest splits whose busiest SM carries at most 15% more
+    # than the least loaded choice, counting 2 blocks an SM as fast as 1 at 64 rows, 2.5 at 32, within
+    # one wave (3 blocks an SM at 64 rows, 4 at 32)
+    assert sched(6144, 8192) == (64, 128, 8, 0) and sched(6144, 8192, 32)[2] == 8  # 48 tiles x 8: 3 an SM
+    assert sched(8192, 8192) == (64, 128, 4, 0)  # 4 (2 an SM) and 6 (3 an SM, 1.5 / 6) tie; 8: a second wave
+    assert sched(8192, 8192, 32) == (32, 128, 6, 0)  # 4 an SM fit: 8 splits (1.6 / 8) tie with 6 (1.2 / 6)
+    assert sched(12288, 8192) == (64, 128, 4, 0) and sched(12672, 8192)[2] == 4  # 96, 99 tiles x 4 <= 396
+    assert sched(12800, 8192)[2] == 2 and sched(12800, 8192, 32)[2] == 3  # 100 x 4 > 396; at 32 rows 0.4 ties
+    assert sched(11008, 8192)[2] == 3 and sched(11008, 8192, 32)[2] == 4  # 86 tiles: 3 an SM count 1.5, or 1.2
+    assert sched(8192, 8192, target="sm_80")[2] == 3  # 108 SMs: 4 splits put 3 blocks on an SM
+    assert sched(4096, 4096)[2] == 4 and sched(4096, 3968)[2] == 3  # 8 steps of 128 k a split
+    assert sched(6144, 8192, fields=dict(W_dtype="nf4"))[2] == 8 and sched(6144, 8192, fields=fp16)[2] == 4
+    assert sched(6144, 8192, fields=dict(int4, group_size=32))[2] == 4  # 4 groups a superblock: the rule above
+    assert sched(16768, 8192) == (64, 128, 2, 0)  # 131 tiles: the mma.sync kernel
     assert sched(16896, 8192) == (64, 128, 1, 1)  # 132 tiles: one a SM without a split, the warpgroup kernel
-    assert sched(16896, 8192, 32) == (32, 128, 2, 0)  # up to 32 rows: mma.sync
+    assert sched(16896, 8192, 32) == (32, 128, 3, 0)  # up to 32 rows: mma.sync
     assert sched(28672, 8192, fields=dict(W_dtype="int2"))[3] == 1
-    assert sched(28672, 8192, fields=dict(W_dtype="float16")) == (64, 128, 1, 0)  # 16-bit weights: mma.sync
+    assert sched(28672, 8192, fields=fp16) == (64, 128, 1, 0)  # 16-bit weights: mma.sync
     int2_a8 = dict(W_dtype="int2", A_dtype="int8", accum_dtype="int32", out_dtype="int32")
     assert sched(28672, 8192, fields=int2_a8) == (64, 128, 1, 0)  # int8 A: no warpgroup kernel
     # 2-bit weights: also 8 iterations of 128 k a split at 1 block an SM, whichever is more

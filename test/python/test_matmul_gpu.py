@@ -480,6 +480,12 @@ DEFAULT_RULE_CASES = [  # (config fields, N, K, rows run (the first is the bucke
     (dict(W_dtype="int4", with_scaling=True, group_size=128), 8200, 4096, (64, 40), dict(block_m=64, split_k=4, wgmma=0)),
     (dict(W_dtype="uint4", with_scaling=True, with_zeros=True, group_size=128), 4104, 3968, (32, 17),
      dict(block_m=32, split_k=3, wgmma=0)),
+    # 4-bit float A: the least loaded split within one wave
+    (dict(W_dtype="int4", with_scaling=True, group_size=128), 6100, 8192, (64, 37), dict(block_m=64, split_k=8, wgmma=0)),
+    (dict(W_dtype="uint4", with_scaling=True, with_zeros=True, group_size=128), 12200, 5120, (48, 19),
+     dict(block_m=64, split_k=4, wgmma=0)),  # 96 tiles x 4 = 384 blocks, 10 steps of 128 k a split
+    (dict(W_dtype="fp4_e2m1", with_scaling=True, group_size=128, with_bias=True), 7000, 11008, (32, 21),
+     dict(block_m=32, split_k=6, wgmma=0)),  # 86 steps in 6 splits, the last one short
     (dict(W_dtype="int8", A_dtype="int8", accum_dtype="int32", out_dtype="int32"), 4096, 14336, (64, 33),
      dict(block_m=64, split_k=8, wgmma=0)),
     (dict(W_dtype="int2", A_dtype="int8", accum_dtype="int32", out_dtype="int32"), 2056, 8192, (64, 40),
