@@ -367,13 +367,16 @@ def _small_m_split(cfg, superblock: int, tiles: int, block_m: int, row_blocks: i
     11008x28672 (variant 52).
 
     4-bit weights with float A and one group a superblock or none, one block of rows: the least loaded
-    split within one wave (SMALL_M_RESIDENT blocks an SM), counting SMALL_M_SATURATING blocks an SM as
-    fast as 1. Against the rule below (variant 53): over 108 grids of int4 g128, nf4 and uint4 g128
-    zeros at 32 and 64 rows, 2048-14336 columns and K 4096-14336, the best split or within 2% of it on
-    94 against 71; 0.81-0.91x the time where it changes the split at 64 rows, 0.81-1.03x at 32. Then on
-    65 changed grids it had not seen (those formats, uint4 g128 and fp4 g128 at 24 and 48 rows, 7168-
-    13824 columns, K 5120-13824): 0.74-0.98x the time on 52, but 1.03-1.08x at 9216 columns and 24
-    rows (4 splits of 72 tiles put a third block on 24 SMs) and up to 1.02x on 3 more.
+    split, the fewest on a tie, within one wave (SMALL_M_RESIDENT blocks an SM), counting
+    SMALL_M_SATURATING blocks an SM as fast as 1 (the next load above the least is then 11% higher or
+    more, so any margin below that picks the same; the 15% margin above took 4 splits where 6 were
+    faster, variant 53b). Against the rule below (variant 53): over 108 grids of
+    int4 g128, nf4 and uint4 g128 zeros at 32 and 64 rows, 2048-14336 columns and K 4096-14336, the
+    best split or within 2% of it on 98 against 71 (0.81-1.01x the time on the 36 it changes; 30 more
+    at 32 rows and 68-84 tiles: 29 against 6). On 90 changed grids it was not fitted on (those formats,
+    uint4 g128 and fp4 g128 at 24 and 48 rows, 5120-13824 columns, K 5120-13824): 0.74-1.08x the time,
+    geometric mean 0.92, faster by more than 2% on 57 and slower on 15 (up to 1.07x where 40-44 tiles
+    take 8 splits at K = 13824, 1.05x at 9216x5120 with 4 splits).
 
     Otherwise: the most splits, up to 8, that keep at most 2 blocks an SM and 8 iterations (128 k, or a
     superblock where longer) a split (docs/perf-notes.md, variant 46: at 8192 columns 4 splits of
@@ -391,7 +394,8 @@ def _small_m_split(cfg, superblock: int, tiles: int, block_m: int, row_blocks: i
     if row_blocks > 1:
         return _least_loaded_split(tiles * row_blocks, steps, sms, saturating=2)
     if fmt.bits == 4 and cfg.A_dtype == "float16" and superblock_groups(cfg) <= 1:
-        return _least_loaded_split(tiles, steps, sms, SMALL_M_SATURATING[block_m], SMALL_M_RESIDENT[block_m])
+        return _least_loaded_split(tiles, steps, sms, SMALL_M_SATURATING[block_m], SMALL_M_RESIDENT[block_m],
+                                   margin=Fraction(1))
     iterations = -(-cfg.K // max(superblock, 128))
     split = max([s for s in SPLIT_K_VALUES if s <= 8 and tiles * s <= 2 * sms and iterations // s >= 8], default=1)
     if superblock == 256:
@@ -399,15 +403,16 @@ def _small_m_split(cfg, superblock: int, tiles: int, block_m: int, row_blocks: i
     return split
 
 
-def _least_loaded_split(blocks: int, steps: int, sms: int, saturating, resident: int = None) -> int:
+def _least_loaded_split(blocks: int, steps: int, sms: int, saturating, resident: int = None,
+                        margin: Fraction = Fraction(115, 100)) -> int:
     """The fewest splits, up to 8 and at 8 steps of 128 k a split or more, whose busiest SM carries at
-    most 15% more than the least of any (_busiest_sm_load with `saturating`); with `resident`, only
+    most `margin` times the least of any (_busiest_sm_load with `saturating`); with `resident`, only
     splits whose `blocks` x split fit one wave of that many blocks an SM (beyond it a second wave
     runs: int4 at 64 rows, 8192x8192, 8 splits of 512 blocks took 1.23x the time of 6 splits of 384)."""
     load = {s: _busiest_sm_load(blocks, s, sms, saturating) for s in SPLIT_K_VALUES
             if s <= 8 and steps // s >= 8 and (resident is None or s == 1 or blocks * s <= resident * sms)}
     least = min(load.values(), default=1)
-    return min((s for s in load if load[s] <= least * Fraction(115, 100)), default=1)
+    return min((s for s in load if load[s] <= least * margin), default=1)
 
 
 def _busiest_sm_load(blocks: int, split: int, sms: int, saturating) -> Fraction:
@@ -420,8 +425,9 @@ def _busiest_sm_load(blocks: int, split: int, sms: int, saturating) -> Fraction:
     the time of 2 of 256) while 2 on some SMs and 3 on others is a round of 3 (6144 columns, 2 splits
     of 192 blocks: 1.21x the time of 4 of 384). 5/2: the 17-64 row 4-bit float-A kernels at 32 rows,
     whose third block an SM still gains a little (variant 53: 2.5 picked the best split or within 2% on
-    45 of 54 grids, 2 on 34; at 64 rows 2 did as well as 2.5 and avoided 3 splits at 13824x5120, 1.02-
-    1.07x the time of 2)."""
+    49 of 54 grids, 2 on 34; with 4 blocks an SM resident any count above 2 up to 3 ranks the splits
+    alike; at 64 rows 2 did as well as 2.5 and avoided 3 splits at 13824x5120, 1.02-1.07x the time of
+    2)."""
     return max(Fraction(1), Fraction(-(-blocks * split // sms), saturating)) / split
 
 

@@ -465,15 +465,16 @@ def test_small_m_schedule_rule():
     assert sched(4224, 14336, fields=fp16)[2] == 8 and sched(4352, 14336, fields=fp16)[2] == 6  # 33 x 8 <= 264 < 34 x 8
     assert sched(6144, 8192, fields=fp16)[2] == 4 and sched(1024, 1024, fields=fp16)[2] == 1
     assert sched(16768, 8192, fields=fp16) == (64, 128, 2, 0)
-    # 4-bit float A, one group a superblock: the fewest splits whose busiest SM carries at most 15% more
-    # than the least loaded choice, counting 2 blocks an SM as fast as 1 at 64 rows, 2.5 at 32, within
-    # one wave (3 blocks an SM at 64 rows, 4 at 32)
+    # 4-bit float A, one group a superblock: the split whose busiest SM carries the least, the fewest
+    # splits on a tie, counting 2 blocks an SM as fast as 1 at 64 rows, 2.5 at 32, within one wave (3
+    # blocks an SM at 64 rows, 4 at 32)
     assert sched(6144, 8192) == (64, 128, 8, 0) and sched(6144, 8192, 32)[2] == 8  # 48 tiles x 8: 3 an SM
     assert sched(8192, 8192) == (64, 128, 4, 0)  # 4 (2 an SM) and 6 (3 an SM, 1.5 / 6) tie; 8: a second wave
     assert sched(8192, 8192, 32) == (32, 128, 6, 0)  # 4 an SM fit: 8 splits (1.6 / 8) tie with 6 (1.2 / 6)
     assert sched(12288, 8192) == (64, 128, 4, 0) and sched(12672, 8192)[2] == 4  # 96, 99 tiles x 4 <= 396
     assert sched(12800, 8192)[2] == 2 and sched(12800, 8192, 32)[2] == 3  # 100 x 4 > 396; at 32 rows 0.4 ties
-    assert sched(11008, 8192)[2] == 3 and sched(11008, 8192, 32)[2] == 4  # 86 tiles: 3 an SM count 1.5, or 1.2
+    assert sched(11008, 8192)[2] == 3  # 86 tiles: 4 splits put 3 blocks on an SM (1.5 / 4 > 1 / 3)
+    assert sched(11008, 8192, 32)[2] == 6  # 516 blocks: 1.6 / 6 below 4 splits' 1.2 / 4
     assert sched(8192, 8192, target="sm_80")[2] == 3  # 108 SMs: 4 splits put 3 blocks on an SM
     assert sched(4096, 4096)[2] == 4 and sched(4096, 3968)[2] == 3  # 8 steps of 128 k a split
     assert sched(6144, 8192, fields=dict(W_dtype="nf4"))[2] == 8 and sched(6144, 8192, fields=fp16)[2] == 4
