@@ -326,12 +326,13 @@ def _decode_split(cfg, tiles: int, sms: int) -> int:
     (2 splits: 1.05-1.15x); int8 A keeps the superblock count below K = 4096, where 2 splits took
     1.05-1.10x the time of 1. 1-bit: 0.70-0.92x at K 4096-8192 on 2048-8192 columns (variants 50, 50e).
     A long K (16 superblocks a split or more) splits further, up to the blocks one wave holds. 4-bit
-    weights with float A, one group a superblock or none, take 8 splits where K has 80 superblocks
-    (10 a split) and 8 splits fit one wave: 0.79-0.97x the time of the 4 or 6 splits before on K of
+    weights with float A, one group a superblock or none, take 8 splits where K has 64 superblocks
+    (8 a split) and 8 splits fit one wave: 0.79-0.97x the time of the 4 or 6 splits before on K of
     11008-14336 at 2048-6144 columns, over int4, uint4 with and without zeros, fp4 and nf4; 6 splits
-    measured slower than both 4 and 8 on most shapes (variant 50). int4 and uint4 without zeros then
-    take the ring split where 8 splits exceed 2 blocks an SM (_ring_split; at 6144 columns its 4
-    measured 0.88x the time of 8)."""
+    measured slower than both 4 and 8 on most shapes (variant 50); from 80 superblocks down to 64,
+    0.66-1.00x the time of 4 splits on K 8192-10112 at 1024-6272 columns over the same formats (54
+    grids, variant 54). int4 and uint4 without zeros then take the ring split where 8 splits exceed 2
+    blocks an SM (_ring_split; at 6144 columns its 4 measured 0.88x the time of 8)."""
     fmt = format_of(cfg.W_dtype)
     superblocks = k_superblocks(cfg)
     split = max(1, min(4, superblocks // 8))
@@ -341,7 +342,7 @@ def _decode_split(cfg, tiles: int, sms: int) -> int:
         split = min(fits, key=lambda s: (_busiest_sm_load(tiles, s, sms, saturating=1), s), default=split)
     wave = DECODE_BLOCKS_PER_SM * sms // tiles  # splits one wave holds
     split = max([s for s in SPLIT_K_VALUES if split < s <= min(superblocks // 16, wave)], default=split)
-    if fmt.bits == 4 and cfg.A_dtype == "float16" and superblock_groups(cfg) <= 1 and superblocks >= 80 and wave >= 8:
+    if fmt.bits == 4 and cfg.A_dtype == "float16" and superblock_groups(cfg) <= 1 and superblocks >= 64 and wave >= 8:
         split = max(split, 8)
     return split
 
@@ -452,12 +453,15 @@ def _weight_ring(cfg, sched: MatmulSchedule, bucket: int, target: str, overrides
     the caller; one of w_prefetch is kept.
 
     At 16 rows, integer weights without zeros on grids of more than 2 blocks an SM split K fewer ways,
-    down to 2 blocks an SM, where each split keeps at most 32 superblocks, and take the 3-stage ring
+    down to 2 blocks an SM, where each split keeps at most 40 superblocks, and take the 3-stage ring
     (fewer partial sums, and the grid no longer spills past one wave of 3 blocks an SM): 0.76-1.02x
-    the old default's time over 40 cases of int4, uint4, int2 and int2 with int8 A (variant 45). Not for
-    4-bit weights on the wide-N schedule (one wave of 4 blocks an SM already: 1.05x), nor longer
-    splits (56-64 superblocks: 1.10x), nor zeros or decode tables (up to 1.4x). An override of
-    split_k keeps it."""
+    the old default's time over 40 cases of int4, uint4, int2 and int2 with int8 A (variant 45); at
+    36-38 superblocks a split (3 splits of K 13824-14336 at 8704-10752 columns, where 32 had kept 4
+    splits without the ring) int4 0.77-0.81x, uint4 0.94-1.03x (variant 54; 2-bit weights, whose
+    superblocks are 256 k, reach 33-40 a split only on K of 16896 or more a split, unmeasured). Not
+    for 4-bit weights on the wide-N schedule (one wave of 4 blocks an SM already: 1.05x), nor longer
+    splits (56-64 superblocks: 1.10x in variant 45), nor zeros or decode tables (up to 1.4x). An
+    override of split_k keeps it."""
     fmt = format_of(cfg.W_dtype)
     sms, tiles = target_of(target).sms, -(-cfg.N // sched.block_n)
     row_blocks = -(-bucket // sched.block_m)
@@ -487,7 +491,7 @@ def _ring_split(cfg, sched: MatmulSchedule, tiles: int, sms: int) -> int:
     if fmt.kind not in ("int", "uint") or cfg.with_zeros or fmt.bits > 4 or wide_n:
         return sched.split_k
     superblocks = k_superblocks(cfg)
-    fits = [s for s in SPLIT_K_VALUES if s < sched.split_k and tiles * s <= 2 * sms and -(-superblocks // s) <= 32]
+    fits = [s for s in SPLIT_K_VALUES if s < sched.split_k and tiles * s <= 2 * sms and -(-superblocks // s) <= 40]
     return max(fits, default=sched.split_k)
 
 

@@ -409,7 +409,7 @@ def test_weight_ring_schedule_rule():
 
 def test_ring_split_schedule_rule():
     """At 16 rows, integer weights without zeros on grids of more than 2 blocks an SM split K fewer
-    ways, the most that keep 2 blocks an SM and at most 32 superblocks a split, and take the 3-stage
+    ways, the most that keep 2 blocks an SM and at most 40 superblocks a split, and take the 3-stage
     ring; not 4-bit weights on the wide-N schedule, zeros, decode tables, 8-bit weights or an override
     of split_k."""
     from lowbit.compiler.schedule import matmul_schedule
@@ -424,7 +424,8 @@ def test_ring_split_schedule_rule():
     assert sched(11008, 4096) == (3, 3)  # 86 tiles x 3 = 258
     assert sched(16896, 4096) == (2, 3) and sched(17024, 4096) == (1, 3)  # 132 x 2 = 264, 133 x 2 = 266
     assert sched(14336, 4096, target="sm_86") == (1, 3)  # 84 SMs: 112 x 2 > 168
-    assert sched(16384, 8192) == (2, 3) and sched(16384, 8320) == (4, 0)  # 32 superblocks a split, then 33
+    assert sched(16384, 10240) == (2, 3) and sched(16384, 10368) == (4, 0)  # 40 superblocks a split, then 41
+    assert sched(8704, 14336) == (3, 3)  # 68 tiles: 3 splits of 38 superblocks
     assert sched(14336, 4096, dict(W_dtype="uint4", with_scaling=True, group_size=128)) == (2, 3)
     assert sched(14336, 4096, dict(W_dtype="int2")) == (2, 3)
     assert sched(28672, 4096) == (2, 0)  # 4 bits, wide N: one wave of 4 blocks an SM already
@@ -533,7 +534,7 @@ def test_decode_split_k_fills_a_wave():
 def test_decode_split_128k_steps_and_4bit_long_k():
     """16 rows: 1- and 2-bit weights may split K down to 8 iterations of 128 k and up to 2 blocks an SM
     (with int8 A from K = 4096), and take the split with the fewest rounds of blocks an SM per split;
-    4-bit weights with float A and one group a superblock or none take 8 splits where K has 80
+    4-bit weights with float A and one group a superblock or none take 8 splits where K has 64
     superblocks and 8 splits fit one wave of 3 blocks an SM (int4 and uint4 without zeros then take the
     ring split above 2 an SM); small groups and int8 A keep the superblock count."""
     from lowbit.compiler.schedule import matmul_schedule
@@ -545,7 +546,8 @@ def test_decode_split_128k_steps_and_4bit_long_k():
     uint4_zeros = dict(int4, W_dtype="uint4", with_zeros=True)
     int8_a = dict(A_dtype="int8", accum_dtype="int32", out_dtype="int32")
     assert split(4096, 14336, **int4) == 8 and split(4096, 11008, **int4) == 8  # 112, 86 superblocks
-    assert split(4096, 10240, **int4) == 8 and split(4096, 10112, **int4) == 4  # 80, then 79
+    assert split(4096, 8192, **int4) == 8 and split(4096, 8064, **int4) == 4  # 64, then 63
+    assert split(6272, 8192, **uint4_zeros) == 8 and split(6400, 8192, **uint4_zeros) == 4  # 49 x 8 <= 396 < 50 x 8
     assert split(4096, 14336, **uint4_zeros) == 8 and split(4096, 14336, W_dtype="nf4") == 8
     assert split(6144, 14336, **int4) == 4 and split(6144, 14336, **uint4_zeros) == 8  # 48 tiles: the ring split
     assert split(6272, 14336, **uint4_zeros) == 8 and split(6400, 14336, **uint4_zeros) == 6  # 49 x 8 <= 396 < 50 x 8

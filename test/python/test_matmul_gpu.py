@@ -472,6 +472,11 @@ DEFAULT_RULE_CASES = [  # (config fields, N, K, rows run (the first is the bucke
     (dict(W_dtype="uint4", with_scaling=True, with_zeros=True, group_size=128), 4104, 10240, (16, 9),
      dict(split_k=8, w_smem=1)),
     (dict(W_dtype="nf4"), 2000, 10304, (16, 11), dict(split_k=8, w_smem=1)),  # 80.5 superblocks
+    (dict(W_dtype="nf4"), 3000, 8192, (16, 9), dict(split_k=8, w_smem=1)),  # 64 superblocks, 8 a split
+    (dict(W_dtype="uint4", with_scaling=True, with_zeros=True, group_size=128, with_bias=True), 6200, 8320, (16, 3),
+     dict(split_k=8, w_smem=0)),  # 49 tiles x 8 = 392 blocks: one wave, no ring
+    (dict(W_dtype="int4", with_scaling=True, group_size=128), 9000, 13952, (16, 13),
+     dict(split_k=3, w_smem=1, stages=3)),  # the ring split: 3 splits of 37 superblocks, 213 blocks
     (dict(W_dtype="int2"), 4000, 4096, (16, 9), dict(split_k=4, w_smem=1)),
     (dict(W_dtype="int2", with_scaling=True, group_size=128), 4000, 3968, (16, 5), dict(split_k=3, w_smem=0)),
     (dict(W_dtype="int1"), 2000, 4096, (16, 7), dict(split_k=4, w_smem=1)),
