@@ -371,10 +371,10 @@ def _small_m_split(cfg, superblock: int, tiles: int, block_m: int, row_blocks: i
     split, the fewest on a tie, within one wave (SMALL_M_RESIDENT blocks an SM), counting
     SMALL_M_SATURATING blocks an SM as fast as 1 (the next load above the least is then 11% higher or
     more, so any margin below that picks the same; the 15% margin above took 4 splits where 6 were
-    faster, variant 53b). Against the rule below (variant 53): over 108 grids of
-    int4 g128, nf4 and uint4 g128 zeros at 32 and 64 rows, 2048-14336 columns and K 4096-14336, the
-    best split or within 2% of it on 98 against 71 (0.81-1.01x the time on the 36 it changes; 30 more
-    at 32 rows and 68-84 tiles: 29 against 6). On 90 changed grids it was not fitted on (those formats,
+    faster, variant 53b). Against the rule below (variant 53): over 108 grids of int4 g128, nf4 and
+    uint4 g128 zeros at 32 and 64 rows, 2048-14336 columns and K 4096-14336, the best split or within
+    2% of it on 98 against 71 (0.81-1.01x the time on the 36 it changes; 30 more at 32 rows and 68-84
+    tiles: 29 against 6). On 90 changed grids it was not fitted on (those formats,
     uint4 g128 and fp4 g128 at 24 and 48 rows, 5120-13824 columns, K 5120-13824): 0.74-1.08x the time,
     geometric mean 0.92, faster by more than 2% on 57 and slower on 15 (up to 1.07x where 40-44 tiles
     take 8 splits at K = 13824, 1.05x at 9216x5120 with 4 splits).

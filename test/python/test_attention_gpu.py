@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from lowbit import FlashAtten, FlashAttenConfig
 from lowbit.runtime.gpu_kernels import attention_kernel, prebuild_attention
-from reference import assert_attention_close, attention_reference, random_attention_inputs
+from reference import assert_attention_close, attention_reference, device_target, random_attention_inputs
 
 pytestmark = pytest.mark.gpu
 
@@ -82,13 +82,7 @@ def _prebuilt():
     """Compiles every kernel of this file in parallel processes first (into the kernel cache)."""
     jobs = [(_cfg(s), {}) for s in SHAPES] + [(_cfg(s), o) for s, o in VARIANTS]
     jobs.append((FlashAttenConfig(batch=1, heads=2, kv_heads=1, seq_len=70, dim=32, is_causal=True), {}))
-    prebuild_attention(jobs, _target())
-
-
-def _target() -> str:
-    from lowbit.compiler.target import target_for_capability
-
-    return target_for_capability(*torch.cuda.get_device_capability()).name
+    prebuild_attention(jobs, device_target())
 
 
 def reference_gpu(cfg, Q, K, V) -> torch.Tensor:
