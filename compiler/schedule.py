@@ -255,6 +255,8 @@ def matmul_schedule(cfg, bucket: int, target: str, **overrides) -> MatmulSchedul
     else:  # wider tiles, fewer re-reads of A and W from L2: 128 rows above 256 where two A stages fit
         block_m, warp_n_tiles, warps_k, prefetch = (128 if bucket > 256 else 64), 4, 1, 1
         stages = 4
+        if bucket <= 256 and _sync_128_rows(cfg, bucket, tiles, sms):
+            block_m = 128
     # 8- and 16-bit weights have short superblocks (64 / 32 k): several per iteration amortize its
     # barriers and A copies, as shared memory allows (prefill only; decode keeps registers for bytes in flight)
     k_unroll = max(1, 128 // superblock) if bucket > 16 else 1
@@ -277,6 +279,8 @@ def matmul_schedule(cfg, bucket: int, target: str, **overrides) -> MatmulSchedul
         stages -= 1
     if 16 < bucket <= 64:  # after the A tile has set block_m: the split counts the blocks of every row
         split_k = _small_m_split(cfg, superblock, tiles, block_m, -(-bucket // block_m), sms)
+    elif 64 < bucket <= 256 and tiles * -(-bucket // block_m) < sms:  # 65-256 rows, mma.sync (variant 55)
+        split_k = 2
     unknown = set(overrides) - {f.name for f in fields(MatmulSchedule)}
     if unknown:
         raise ValueError(f"unknown schedule fields {sorted(unknown)}; allowed: {[f.name for f in fields(MatmulSchedule)]}")
@@ -289,7 +293,7 @@ def matmul_schedule(cfg, bucket: int, target: str, **overrides) -> MatmulSchedul
         why_not = wgmma_allowed(cfg, target)
         if why_not:
             raise ValueError(f"schedule wgmma=1 is not possible here: {why_not}")
-        sched = wgmma_schedule(cfg, bucket)
+        sched = wgmma_schedule(cfg, bucket, tiles, sms)
     else:
         sched = MatmulSchedule(block_m, warp_n_tiles, stages, warps_k, prefetch, a_smem, split_k, k_unroll)
     sched = replace(sched, **overrides)
@@ -551,16 +555,16 @@ def wgmma_allowed(cfg, target: str) -> str:
     return ""
 
 
-def wgmma_schedule(cfg, bucket: int) -> MatmulSchedule:
+def wgmma_schedule(cfg, bucket: int, tiles: int, sms: int) -> MatmulSchedule:
     """The default warpgroup schedule (sm_90a prefill), measured on the H100 (docs/perf-notes.md):
-    128 activation rows a block (64 up to 256 rows: more blocks), 64-128 k an iteration (one or two
-    superblocks).
+    128 activation rows a block, 64-128 k an iteration (one or two superblocks).
     - Packed weights go straight to registers; above 256 rows two warpgroups (256 weight rows) share 4
       A stages where shared memory holds them (4- and 8-bit weights), else one warpgroup (128 weight
       rows) and three stages, two blocks an SM.
     - 16-bit weights, which need no decoding, travel through the shared-memory stages (w_smem);
       above 256 rows two warpgroups of 64 weight rows x 256 activation rows (wgmma n=256), three
       stages.
+    - Up to 256 rows the tile follows the grid (_prefill_wgmma_tile).
     - Many group parameters (1- and 2-bit weights in small groups) halve the weight rows."""
     bits = format_of(cfg.W_dtype).bits
     superblock = layout_of(bits, cfg.A_dtype).superblock
@@ -574,9 +578,53 @@ def wgmma_schedule(cfg, bucket: int) -> MatmulSchedule:
         sched = replace(sched, warpgroups=2, stages=4)
     if param_words(cfg, 4) >= 2 * PARAM_REGISTERS:
         sched = replace(sched, warp_n_tiles=2)
+    elif 64 < bucket <= 256:
+        sched = replace(sched, **_prefill_wgmma_tile(cfg, bucket, tiles * -(-bucket // 64), sms))
     while matmul_smem_bytes(cfg, sched) > SHARED_OPTIN["sm_90a"]:  # 1- and 2-bit weights: 256-512 k a superblock
         sched = replace(sched, stages=sched.stages - 1) if sched.stages > 3 else replace(sched, block_m=sched.block_m // 2)
     return sched
+
+
+def _prefill_wgmma_tile(cfg, bucket: int, blocks: int, sms: int) -> dict:
+    """65-256 rows on the warpgroup kernel: the tile, over the 64 x 128 default (3 stages; 3 blocks an
+    SM at 4 bits), by the `blocks` of that default's grid, measured on the H100 (variant 55). 128-row
+    tiles only where the bucket is a whole number of them (at 192 rows they compute 256: 1.1-1.6x
+    slower on the grids that chose them).
+    - 4-bit weights decode once per block's activation rows: 64 x 64 tiles (twice the blocks) on a
+      small grid, 128 x 128 on a large one, either one warpgroup (247 registers, two blocks an SM) or
+      two of 64 weight rows (one block an SM). Integer codes without zeros in one group a superblock
+      decode cheaply and keep more, smaller blocks longer: 64 x 64 while those fill at most 1.5
+      waves of 132 SMs, the default while it fits one wave of 3 an SM. Codes with zeros, a table or
+      smaller groups: 64 x 64 below one default block an SM, two warpgroups below two, then one.
+    - 2-bit weights (256-k superblocks, 97 KB of stages at 64 rows): two warpgroups of 64 weight rows
+      from one default block an SM, else a fourth A stage.
+    - 16-bit weights (through shared memory, 73 KB at 3 stages, 97 KB at 4): a fourth stage while
+      the grid fits one wave of 2 blocks an SM, the default while it fits one of 3, then two
+      warpgroups of 64 weight rows x 128 activation rows (at 192 rows a fourth stage again).
+    Other widths (1- and 8-bit) keep the default, which nobody has measured against these."""
+    fmt = format_of(cfg.W_dtype)
+    whole = bucket % 128 == 0
+    small, two_groups = dict(warp_n_tiles=2), dict(block_m=128, warp_n_tiles=2, warpgroups=2)
+    if fmt.bits == 4 and fmt.kind in ("int", "uint") and not cfg.with_zeros and superblock_groups(cfg) <= 1:
+        return small if 2 * blocks <= 3 * sms else {} if blocks <= 3 * sms or not whole else dict(block_m=128)
+    if fmt.bits == 4:
+        if not whole:
+            return small if 2 * blocks <= 3 * sms else {}
+        return small if blocks < sms else two_groups if blocks < 2 * sms else dict(block_m=128)
+    if fmt.bits == 2:
+        return dict(warp_n_tiles=2, warpgroups=2) if blocks >= sms else dict(stages=4)
+    if fmt.bits == 16:
+        return dict(stages=4) if blocks <= 2 * sms else {} if blocks <= 3 * sms else two_groups if whole else dict(stages=4)
+    return {}
+
+
+def _sync_128_rows(cfg, bucket: int, tiles: int, sms: int) -> bool:
+    """65-256 rows on the mma.sync kernel, measured on the H100 with int8 A (variant 55): int8 weights
+    and A take 128-row blocks where those fill the SMs and the bucket is a whole number of them (each
+    weight tile read from L2 by half as many blocks; 2 stages under 48 KB, as above 256 rows). A grid
+    below one wave of blocks splits K in 2 (matmul_schedule)."""
+    return format_of(cfg.W_dtype).bits == 8 and cfg.A_dtype == "int8" and bucket % 128 == 0 \
+        and tiles * bucket // 128 >= sms
 
 
 # -- attention (lowbit-lower-attention-to-gpu) --

@@ -514,6 +514,54 @@ def test_small_m_schedule_rule():
     assert sched(8192, 8192, split_k=2, warp_n_tiles=2) == (64, 64, 2, 0)
 
 
+def test_prefill_tile_schedule_rule():
+    """65-256 rows (variant 55): the warpgroup tile by the grid of 64 x 128 default tiles (4-bit: 64 x 64,
+    the default, two warpgroups of 64 x 128 rows, one of 128 x 128; 2-bit: two warpgroups or 4 stages;
+    16-bit: 4 stages, the default, two warpgroups); 128-row tiles only where the bucket is a whole
+    number of them; the mma.sync kernel (int8 A) splits K in 2 below one wave of 64-row blocks and
+    takes 128-row blocks for int8 weights where those fill the SMs."""
+    from lowbit.compiler.schedule import matmul_schedule
+
+    int4 = dict(W_dtype="int4", with_scaling=True, group_size=128)
+    uint4z = dict(W_dtype="uint4", with_scaling=True, with_zeros=True, group_size=128)
+    int8a = dict(A_dtype="int8", accum_dtype="int32", out_dtype="int32")
+
+    def tile(N, bucket, fields, K=8192):
+        s = matmul_schedule(MatmulConfig(M=[bucket], N=N, K=K, **fields), bucket, "sm_90a")
+        return (s.block_m, s.warp_n_tiles, s.warpgroups, s.stages, s.split_k) if s.wgmma else \
+            ("sync", s.block_m, s.stages, s.split_k)
+
+    default, small, two_groups, one_group = (64, 4, 1, 3, 1), (64, 2, 1, 3, 1), (128, 2, 2, 3, 1), (128, 4, 1, 3, 1)
+    # integer codes without zeros, one group a superblock: 64 x 64 up to 1.5 waves (198 default blocks)
+    assert tile(6272, 256, int4) == small and tile(6400, 256, int4) == default  # 196 and 200 blocks
+    assert tile(8192, 256, int4) == default and tile(12672, 256, int4) == default  # 256 and 396 blocks
+    assert tile(12800, 256, int4) == one_group and tile(28672, 128, int4) == one_group  # 400 and 448 blocks
+    assert tile(20480, 192, int4) == default  # 480 blocks, but 192 rows are not a whole number of 128-row tiles
+    assert tile(4096, 256, dict(W_dtype="uint4", with_scaling=True, group_size=128)) == small
+    # zeros, tables or several groups a superblock: 64 x 64 below 132 blocks, two warpgroups below 264
+    for fields in (uint4z, dict(W_dtype="nf4"), dict(int4, group_size=32)):
+        assert tile(4096, 256, fields) == small and tile(4224, 256, fields) == two_groups  # 128 and 132 blocks
+        assert tile(8192, 256, fields) == two_groups and tile(8448, 256, fields) == one_group  # 256 and 264
+    assert tile(11008, 192, uint4z) == default and tile(7168, 192, uint4z) == small  # 258 and 168 blocks at 192 rows
+    # 2-bit: two warpgroups of 64 weight rows from 132 blocks, else 4 stages
+    assert tile(8192, 256, dict(W_dtype="int2")) == (64, 2, 2, 3, 1) and tile(8192, 128, dict(W_dtype="int2")) == (64, 4, 1, 4, 1)
+    # 16-bit: 4 stages up to 264 blocks, the default up to 396, then two warpgroups (4 stages at 192 rows)
+    fp16 = dict(W_dtype="float16")
+    assert tile(8448, 256, fp16)[3] == 4 and tile(8576, 256, fp16)[:4] == (64, 4, 1, 3)  # 264 and 268 blocks
+    assert tile(12672, 256, fp16)[3] == 3 and tile(12800, 256, fp16)[:3] == (128, 2, 2)  # 396 and 400
+    assert tile(20480, 192, fp16)[:4] == (64, 4, 1, 4)
+    # other widths keep the default
+    assert tile(28672, 256, dict(W_dtype="int8")) == tile(4096, 256, dict(W_dtype="int8")) == (64, 4, 1, 3, 1)
+    # int8 A (mma.sync): K split in 2 below 132 blocks of 64 rows, 128-row blocks for int8 weights from 132 of them
+    assert tile(8192, 128, dict(W_dtype="int8", **int8a)) == ("sync", 64, 4, 2)  # 128 blocks
+    assert tile(8448, 128, dict(W_dtype="int8", **int8a)) == ("sync", 64, 4, 1)  # 132 blocks
+    assert tile(16896, 128, dict(W_dtype="int8", **int8a)) == ("sync", 128, 2, 1)  # 132 blocks of 128 rows
+    assert tile(16768, 128, dict(W_dtype="int8", **int8a)) == ("sync", 64, 4, 1)  # 131
+    assert tile(28672, 192, dict(W_dtype="int8", **int8a)) == ("sync", 64, 4, 1)  # 192 rows: no 128-row blocks
+    assert tile(28672, 256, dict(W_dtype="int2", **int8a)) == ("sync", 64, 2, 1)  # 2 stages: 256-k superblocks
+    assert tile(4096, 256, dict(W_dtype="int2", **int8a)) == ("sync", 64, 2, 2)
+
+
 def test_decode_split_k_fills_a_wave():
     """m <= 16 splits K over up to 4 blocks (8 superblocks a split or more); a long K (16 or more) is
     split further while one wave of the kernel (3 blocks an SM of the target's reference device) holds

@@ -525,14 +525,30 @@ DEFAULT_RULE_CASES = [  # (config fields, N, K, rows run (the first is the bucke
      dict(block_m=32, split_k=4, wgmma=0)),  # 32-row blocks, 8 steps of 128 k a split
     (dict(W_dtype="float16", with_bias=True), 2056, 2048, (48,), dict(block_m=64, split_k=2, wgmma=0)),
     (dict(W_dtype="nf4", with_scaling=True, group_size=128), 16904, 1024, (64, 35), dict(block_m=64, split_k=1, wgmma=1)),
+    # 65-256 rows (_prefill_wgmma_tile, _prefill_sync_tile): the tile by the grid of 64 x 128 default tiles
+    (dict(W_dtype="int4", with_scaling=True, group_size=128, with_bias=True), 12792, 1024, (256, 200),
+     dict(block_m=128, warp_n_tiles=4, warpgroups=1, wgmma=1)),  # 100 tiles x 4 = 400 blocks
+    (dict(W_dtype="uint4", with_scaling=True, with_zeros=True, group_size=128), 4220, 1152, (256, 131),
+     dict(block_m=128, warp_n_tiles=2, warpgroups=2, wgmma=1)),  # 33 x 4 = 132: two warpgroups
+    (dict(W_dtype="fp4_e2m1", with_scaling=True, group_size=128), 8440, 1024, (256, 255),
+     dict(block_m=128, warp_n_tiles=4, warpgroups=1, wgmma=1)),  # 66 x 4 = 264
+    (dict(W_dtype="nf4"), 4000, 1024, (256, 77), dict(block_m=64, warp_n_tiles=2, warpgroups=1, wgmma=1)),
+    (dict(W_dtype="int2"), 8200, 1280, (256, 150), dict(block_m=64, warp_n_tiles=2, warpgroups=2, wgmma=1)),
+    (dict(W_dtype="float16", with_bias=True), 12800, 1064, (256, 180), dict(block_m=128, warp_n_tiles=2, warpgroups=2)),
+    (dict(W_dtype="float16"), 2056, 1064, (192, 100), dict(block_m=64, stages=4, wgmma=1)),
+    (dict(W_dtype="int8", A_dtype="int8", accum_dtype="int32", out_dtype="int32"), 16900, 1024, (128, 70),
+     dict(block_m=128, split_k=1, wgmma=0)),  # 133 tiles of 128 rows
+    (dict(W_dtype="int2", A_dtype="int8", accum_dtype="int32", out_dtype="int32"), 4000, 2048, (256, 99),
+     dict(block_m=64, split_k=2, wgmma=0)),  # 32 x 4 = 128 blocks: K split in 2
 ]
 
 
 @pytest.mark.parametrize("fields,N,K,ms,expected", DEFAULT_RULE_CASES,
                          ids=[f"{c[0]['W_dtype']}-{c[1]}x{c[2]}-m{c[3][0]}" for c in DEFAULT_RULE_CASES])
 def test_default_rule_schedules(fields, N, K, ms, expected, rng, seed):
-    """The defaults that the 16-row split rules (_decode_split, the ring split) and the 17-64 row rules
-    choose compute right, with partial row tiles, partial splits and K not a whole number of superblocks."""
+    """The defaults that the 16-row split rules (_decode_split, the ring split), the 17-64 row rules and
+    the 65-256 row tiles choose compute right, with partial row tiles, partial splits and K not a whole
+    number of superblocks."""
     from lowbit.compiler.schedule import matmul_schedule
 
     cfg = MatmulConfig(M=[ms[0]], N=N, K=K, **fields)
