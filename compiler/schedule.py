@@ -222,8 +222,10 @@ def matmul_schedule(cfg, bucket: int, target: str, **overrides) -> MatmulSchedul
     blocks apply group scales after or before the mma, see _scale_place. Up to 64 rows: 32 or 64 rows x
     128 columns, K split to fill the SMs (_small_m_split); more: 64 or (above 256 rows) 128 rows x 128
     columns, 8- and 16-bit weights 128 k per iteration, with as many A stages as 48 KB of shared memory
-    holds. Above 64 rows on sm_90a with float A: the warpgroup (wgmma) kernel, see wgmma_schedule; from
-    33 rows too for weights of 4 bits or fewer where N has a 128-row tile for every SM.
+    holds; at 65-256 rows K split in 2 below one wave of blocks, int8 x int8 on 128 rows where those
+    fill the SMs (_sync_128_rows). Above 64 rows on sm_90a with float A: the warpgroup (wgmma) kernel,
+    see wgmma_schedule; from 33 rows too for weights of 4 bits or fewer where N has a 128-row tile for
+    every SM.
     """
     if not target_of(target).is_gpu:
         gpus = ", ".join(name for name, t in TARGETS.items() if t.is_gpu)
