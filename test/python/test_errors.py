@@ -534,6 +534,7 @@ def test_prefill_tile_schedule_rule():
     default, small, two_groups, one_group = (64, 4, 1, 3, 1), (64, 2, 1, 3, 1), (128, 2, 2, 3, 1), (128, 4, 1, 3, 1)
     # integer codes without zeros, one group a superblock: 64 x 64 up to 1.5 waves (198 default blocks)
     assert tile(6272, 256, int4) == small and tile(6400, 256, int4) == default  # 196 and 200 blocks
+    assert tile(12672, 128, int4) == small and tile(12800, 128, int4) == default  # 198 and 200 blocks
     assert tile(8192, 256, int4) == default and tile(12672, 256, int4) == default  # 256 and 396 blocks
     assert tile(12800, 256, int4) == one_group and tile(28672, 128, int4) == one_group  # 400 and 448 blocks
     assert tile(20480, 192, int4) == default  # 480 blocks, but 192 rows are not a whole number of 128-row tiles
@@ -545,10 +546,11 @@ def test_prefill_tile_schedule_rule():
     assert tile(11008, 192, uint4z) == default and tile(7168, 192, uint4z) == small  # 258 and 168 blocks at 192 rows
     # 2-bit: two warpgroups of 64 weight rows from 132 blocks, else 4 stages
     assert tile(8192, 256, dict(W_dtype="int2")) == (64, 2, 2, 3, 1) and tile(8192, 128, dict(W_dtype="int2")) == (64, 4, 1, 4, 1)
+    assert tile(8448, 128, dict(W_dtype="int2")) == (64, 2, 2, 3, 1) and tile(8320, 128, dict(W_dtype="int2"))[3] == 4  # 132, 130
     # 16-bit: 4 stages up to 264 blocks, the default up to 396, then two warpgroups (4 stages at 192 rows)
     fp16 = dict(W_dtype="float16")
     assert tile(8448, 256, fp16)[3] == 4 and tile(8576, 256, fp16)[:4] == (64, 4, 1, 3)  # 264 and 268 blocks
-    assert tile(12672, 256, fp16)[3] == 3 and tile(12800, 256, fp16)[:3] == (128, 2, 2)  # 396 and 400
+    assert tile(12672, 256, fp16)[:4] == (64, 4, 1, 3) and tile(12800, 256, fp16)[:3] == (128, 2, 2)  # 396 and 400
     assert tile(20480, 192, fp16)[:4] == (64, 4, 1, 4)
     # other widths keep the default
     assert tile(28672, 256, dict(W_dtype="int8")) == tile(4096, 256, dict(W_dtype="int8")) == (64, 4, 1, 3, 1)
@@ -560,6 +562,11 @@ def test_prefill_tile_schedule_rule():
     assert tile(28672, 192, dict(W_dtype="int8", **int8a)) == ("sync", 64, 4, 1)  # 192 rows: no 128-row blocks
     assert tile(28672, 256, dict(W_dtype="int2", **int8a)) == ("sync", 64, 2, 1)  # 2 stages: 256-k superblocks
     assert tile(4096, 256, dict(W_dtype="int2", **int8a)) == ("sync", 64, 2, 2)
+    assert tile(28672, 256, dict(W_dtype="int4", **int8a)) == ("sync", 64, 4, 1)  # 128 rows for int8 weights only
+    # measured with int8 A only: float A on the other targets keeps 64-row blocks
+    fp16_a = matmul_schedule(MatmulConfig(M=[256], N=28672, K=8192, W_dtype="int8"), 256, "sm_80")
+    int8_a = matmul_schedule(MatmulConfig(M=[256], N=28672, K=8192, W_dtype="int8", **int8a), 256, "sm_80")
+    assert (fp16_a.block_m, int8_a.block_m) == (64, 128)
 
 
 def test_decode_split_k_fills_a_wave():
