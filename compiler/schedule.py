@@ -607,16 +607,18 @@ def _prefill_wgmma_tile(cfg, bucket: int, blocks: int, sms: int) -> dict:
     fmt = format_of(cfg.W_dtype)
     whole = bucket % 128 == 0
     small, two_groups = dict(warp_n_tiles=2), dict(block_m=128, warp_n_tiles=2, warpgroups=2)
-    if fmt.bits == 4 and fmt.kind in ("int", "uint") and not cfg.with_zeros and superblock_groups(cfg) <= 1:
-        return small if 2 * blocks <= 3 * sms else {} if blocks <= 3 * sms or not whole else dict(block_m=128)
+    if fmt.bits == 4 and (not whole or fmt.kind in ("int", "uint") and not cfg.with_zeros and superblock_groups(cfg) <= 1):
+        if 2 * blocks <= 3 * sms:
+            return small
+        return dict(block_m=128) if blocks > 3 * sms and whole else {}
     if fmt.bits == 4:
-        if not whole:
-            return small if 2 * blocks <= 3 * sms else {}
         return small if blocks < sms else two_groups if blocks < 2 * sms else dict(block_m=128)
     if fmt.bits == 2:
         return dict(warp_n_tiles=2, warpgroups=2) if blocks >= sms else dict(stages=4)
     if fmt.bits == 16:
-        return dict(stages=4) if blocks <= 2 * sms else {} if blocks <= 3 * sms else two_groups if whole else dict(stages=4)
+        if blocks <= 2 * sms or (blocks > 3 * sms and not whole):
+            return dict(stages=4)
+        return {} if blocks <= 3 * sms else two_groups
     return {}
 
 
