@@ -525,7 +525,8 @@ DEFAULT_RULE_CASES = [  # (config fields, N, K, rows run (the first is the bucke
      dict(block_m=32, split_k=4, wgmma=0)),  # 32-row blocks, 8 steps of 128 k a split
     (dict(W_dtype="float16", with_bias=True), 2056, 2048, (48,), dict(block_m=64, split_k=2, wgmma=0)),
     (dict(W_dtype="nf4", with_scaling=True, group_size=128), 16904, 1024, (64, 35), dict(block_m=64, split_k=1, wgmma=1)),
-    # 65-256 rows (_prefill_wgmma_tile, _prefill_sync_tile): the tile by the grid of 64 x 128 default tiles
+    # 65-256 rows (_prefill_wgmma_tile, _sync_128_rows and the mma.sync K split): the tile by the grid
+    # of 64 x 128 default tiles
     (dict(W_dtype="int4", with_scaling=True, group_size=128, with_bias=True), 12792, 1024, (256, 200),
      dict(block_m=128, warp_n_tiles=4, warpgroups=1, wgmma=1)),  # 100 tiles x 4 = 400 blocks
     (dict(W_dtype="uint4", with_scaling=True, with_zeros=True, group_size=128), 4220, 1152, (256, 131),
