@@ -580,7 +580,7 @@ def wgmma_schedule(cfg, bucket: int, tiles: int, sms: int) -> MatmulSchedule:
         sched = replace(sched, warpgroups=2, stages=4)
     if param_words(cfg, 4) >= 2 * PARAM_REGISTERS:
         sched = replace(sched, warp_n_tiles=2)
-    elif 64 < bucket <= 256:
+    elif 32 < bucket <= 256:
         sched = replace(sched, **_prefill_wgmma_tile(cfg, bucket, tiles * -(-bucket // 64), sms))
     while matmul_smem_bytes(cfg, sched) > SHARED_OPTIN["sm_90a"]:  # 1- and 2-bit weights: 256-512 k a superblock
         sched = replace(sched, stages=sched.stages - 1) if sched.stages > 3 else replace(sched, block_m=sched.block_m // 2)
@@ -588,10 +588,11 @@ def wgmma_schedule(cfg, bucket: int, tiles: int, sms: int) -> MatmulSchedule:
 
 
 def _prefill_wgmma_tile(cfg, bucket: int, blocks: int, sms: int) -> dict:
-    """65-256 rows on the warpgroup kernel: the tile, over the 64 x 128 default (3 stages; 3 blocks an
-    SM at 4 bits), by the `blocks` of that default's grid, measured on the H100 (variant 55). 128-row
-    tiles only where the bucket is a whole number of them (at 192 rows they compute 256: 1.1-1.6x
-    slower on the grids that chose them).
+    """33-256 rows on the warpgroup kernel (33-64: weights of 4 bits or fewer where N has a 128-row tile
+    for every SM; sweep19/20 measured 0.75-1.00x the default's time there, 44 cases): the tile, over
+    the 64 x 128 default (3 stages; 3 blocks an SM at 4 bits), by the `blocks` of that default's
+    grid, measured on the H100 (variant 55). 128-row tiles only where the bucket is a whole number of
+    them (at 192 rows they compute 256: 1.1-1.6x slower on the grids that chose them).
     - 4-bit weights decode once per block's activation rows: 64 x 64 tiles (twice the blocks) on a
       small grid, 128 x 128 on a large one, either one warpgroup (247 registers, two blocks an SM) or
       two of 64 weight rows (one block an SM). Integer codes without zeros in one group a superblock

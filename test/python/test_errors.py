@@ -481,7 +481,10 @@ def test_small_m_schedule_rule():
     assert sched(6144, 8192, fields=dict(W_dtype="nf4"))[2] == 8 and sched(6144, 8192, fields=fp16)[2] == 4
     assert sched(6144, 8192, fields=dict(int4, group_size=32))[2] == 4  # 4 groups a superblock: the rule above
     assert sched(16768, 8192) == (64, 128, 2, 0)  # 131 tiles: the mma.sync kernel
-    assert sched(16896, 8192) == (64, 128, 1, 1)  # 132 tiles: one a SM without a split, the warpgroup kernel
+    assert sched(16896, 8192) == (64, 64, 1, 1)  # 132 tiles: the warpgroup kernel, 64 x 64 (2 x 132 <= 396)
+    assert sched(25344, 8192) == (64, 64, 1, 1) and sched(25472, 8192) == (64, 128, 1, 1)  # 198 and 199 tiles
+    int2 = matmul_schedule(MatmulConfig(M=[64], N=16896, K=8192, W_dtype="int2"), 64, "sm_90a")
+    assert (int2.wgmma, int2.warp_n_tiles, int2.warpgroups) == (1, 2, 2)  # 2-bit: two warpgroups of 64 weight rows
     assert sched(16896, 8192, 32) == (32, 128, 3, 0)  # up to 32 rows: mma.sync
     assert sched(28672, 8192, fields=dict(W_dtype="int2"))[3] == 1
     assert sched(28672, 8192, fields=fp16) == (64, 128, 1, 0)  # 16-bit weights: mma.sync

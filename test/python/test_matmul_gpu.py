@@ -524,7 +524,9 @@ DEFAULT_RULE_CASES = [  # (config fields, N, K, rows run (the first is the bucke
     (dict(W_dtype="int1", A_dtype="int8", accum_dtype="int32", out_dtype="int32"), 4000, 4096, (64, 45),
      dict(block_m=32, split_k=4, wgmma=0)),  # 32-row blocks, 8 steps of 128 k a split
     (dict(W_dtype="float16", with_bias=True), 2056, 2048, (48,), dict(block_m=64, split_k=2, wgmma=0)),
-    (dict(W_dtype="nf4", with_scaling=True, group_size=128), 16904, 1024, (64, 35), dict(block_m=64, split_k=1, wgmma=1)),
+    (dict(W_dtype="nf4", with_scaling=True, group_size=128), 16904, 1024, (64, 35),
+     dict(block_m=64, split_k=1, wgmma=1, warp_n_tiles=2)),  # 133 tiles: 64 x 64 (_prefill_wgmma_tile)
+    (dict(W_dtype="int2", with_bias=True), 17000, 1280, (64, 47), dict(block_m=64, wgmma=1, warp_n_tiles=2, warpgroups=2)),
     # 65-256 rows (_prefill_wgmma_tile, _sync_128_rows and the mma.sync K split): the tile by the grid
     # of 64 x 128 default tiles
     (dict(W_dtype="int4", with_scaling=True, group_size=128, with_bias=True), 12792, 1024, (256, 200),
