@@ -123,8 +123,6 @@ class MatmulKernel:
 
         last = (s.stages - 1) * self.stage_bytes
         results = self._main_loop(last, zero, acc_ty, n_tiles * n_acc, iteration)
-        if s.a_smem:  # the last iterations' copies (zero fills past K) land before the reductions reuse shared memory
-            gpu.cp_async_wait(e, 0)
         values = self._acc_values(results)
         if self.swapped and s.warp_n_tiles == 1:  # a lone n8 tile: rows 8-15 of the mma repeat rows 0-7
             values = [v for i, v in enumerate(values) if i % 4 < 2]
@@ -840,7 +838,6 @@ class WgmmaKernel(MatmulKernel):
         # the stage refilled first is that of iteration stages - 2 (then always kt + stages - 2 = kt - 2)
         results = self._main_loop((s.stages - 2) * self.stage_bytes, e.const(0.0, "f32"), "f32",
                                   s.m64_tiles * s.block_m // 2, iteration)
-        gpu.cp_async_wait(e, 0)  # the last iterations' copies (zero fills past K) land before the epilogue reuses the stages
         gpu.wgmma_wait(e, 0)
         self._epilogue(results)
         return self._wrap(e.text())
