@@ -838,6 +838,8 @@ class WgmmaKernel(MatmulKernel):
         # the stage refilled first is that of iteration stages - 2 (then always kt + stages - 2 = kt - 2)
         results = self._main_loop((s.stages - 2) * self.stage_bytes, e.const(0.0, "f32"), "f32",
                                   s.m64_tiles * s.block_m // 2, iteration)
+        # first after the loop: with another wait between, ptxas hoisted the epilogue's accumulator
+        # reads above this one (reading in-flight wgmma results; docs/design.md)
         gpu.wgmma_wait(e, 0)
         self._epilogue(results)
         return self._wrap(e.text())
