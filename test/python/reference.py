@@ -404,14 +404,14 @@ def poisoned_output(shape, out_dtype: str, device="cpu", expected: Optional[torc
     return torch.full(shape, float("nan"), dtype=dt, device=device)
 
 
-# --------------------------------------------------------------------------- attention
-
 def device_target() -> str:
     """The lowbit target of the current CUDA device (the one its default schedules are chosen for)."""
     from lowbit.compiler.target import target_for_capability
 
     return target_for_capability(*torch.cuda.get_device_capability()).name
 
+
+# --------------------------------------------------------------------------- attention
 
 def attention_reference(cfg, Q, K, V) -> torch.Tensor:
     """Float64 ``softmax(Q K^T / sqrt(dim) + causal mask) V`` per (batch, head): [batch, seq_len, heads, dim].
