@@ -123,6 +123,8 @@ class MatmulKernel:
 
         last = (s.stages - 1) * self.stage_bytes
         results = self._main_loop(last, zero, acc_ty, n_tiles * n_acc, iteration)
+        if s.a_smem:  # the last iterations' copies (zero fills past K) land before the reductions reuse shared memory
+            gpu.cp_async_wait(e, 0)
         values = self._acc_values(results)
         if self.swapped and s.warp_n_tiles == 1:  # a lone n8 tile: rows 8-15 of the mma repeat rows 0-7
             values = [v for i, v in enumerate(values) if i % 4 < 2]
@@ -841,6 +843,7 @@ class WgmmaKernel(MatmulKernel):
         # first after the loop: with another wait between, ptxas hoisted the epilogue's accumulator
         # reads above this one (reading in-flight wgmma results; docs/design.md)
         gpu.wgmma_wait(e, 0)
+        gpu.cp_async_wait(e, 0)  # the last iterations' copies (zero fills past K) land before the epilogue reuses the stages
         self._epilogue(results)
         return self._wrap(e.text())
 

@@ -16,6 +16,9 @@
 // CHECK: gpu.func @[[KERNEL]](%{{.*}}: !llvm.ptr<1>, %{{.*}}: !llvm.ptr<1>, %{{.*}}: !llvm.ptr<1>, %{{.*}}: !llvm.ptr<1>, %{{.*}}: !llvm.ptr<1>, %{{.*}}: !llvm.ptr<1>, %{{.*}}: i32) kernel
 // CHECK: gpu.block_id z
 // CHECK: nvvm.mma.sync
+// CHECK: scf.yield
+// CHECK-NEXT: }
+// CHECK-NEXT: nvvm.cp.async.wait.group 0
 // CHECK: fence.acq_rel.gpu
 // CHECK: llvm.atomicrmw add {{.*}} monotonic
 // the last block: split 0's partial, then each later split's loaded and added in one asm statement

@@ -33,6 +33,7 @@
 // CHECK: scf.yield
 // CHECK-NEXT: }
 // CHECK-NEXT: nvvm.wgmma.wait.group.sync.aligned 0
+// CHECK-NEXT: nvvm.cp.async.wait.group 0
 // CHECK-NEXT: nvvm.barrier0
 // CHECK-COUNT-128: llvm.store {{.*}} : f16, !llvm.ptr<3>
 // CHECK: nvvm.barrier0
