@@ -338,8 +338,18 @@ def _decode_split(cfg, tiles: int, sms: int) -> int:
     measured slower than both 4 and 8 on most shapes (variant 50); from 80 superblocks down to 64,
     0.66-1.00x the time of 4 splits on K 8192-10112 at 1024-6272 columns over the same formats (54
     grids, variant 54). int4 and uint4 without zeros then take the ring split where 8 splits exceed 2
-    blocks an SM (_ring_split; at 6144 columns its 4 measured 0.88x the time of 8)."""
+    blocks an SM (_ring_split; at 6144 columns its 4 measured 0.88x the time of 8).
+
+    The decode-table formats without scales (nf4, fp4 with float A) take the least loaded split
+    instead (_least_loaded_split, counting 4 blocks an SM as fast as 1, the fewest on a tie): the best
+    split or within 2% of it on 18 of 19 grids it was not fitted on (1024-32000 columns, K 3072-16384,
+    where the rule above is within 2% on 5; 0.80-0.97x its time on the 14 it makes faster by more
+    than 2%, 1.04x at 12288x11008; geometric mean 0.93) and on all 18 nf4 grids of the fourteenth
+    session's 16-row sweep (variant 57). The
+    scaled table formats keep the rule above: no count of blocks fits them (8192x28672 loses 9%)."""
     fmt = format_of(cfg.W_dtype)
+    if fmt.kind in ("nf4", "fp4") and cfg.A_dtype == "float16" and not cfg.with_scaling:
+        return _least_loaded_split(tiles, k_steps(cfg), sms, saturating=4, margin=Fraction(1))
     superblocks = k_superblocks(cfg)
     split = max(1, min(4, superblocks // 8))
     steps = k_steps(cfg)

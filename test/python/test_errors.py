@@ -627,6 +627,25 @@ def test_decode_split_128k_steps_and_4bit_long_k():
     assert split(4096, 2048, W_dtype="int1", **int8_a) == 1 and split(4096, 4096, W_dtype="int1", **int8_a) == 4
 
 
+def test_decode_split_table_formats_without_scales():
+    """16 rows: nf4 and fp4 without scales take the least loaded split, counting 4 blocks an SM as
+    fast as 1, the fewest splits on a tie (variant 57); with scales they keep the superblock rule."""
+    from lowbit.compiler.schedule import matmul_schedule
+
+    def split(N, K, **fields):
+        return matmul_schedule(MatmulConfig(M=[16], N=N, K=K, **fields), 16, "sm_90a").split_k
+
+    for table in ("nf4", "fp4_e2m1"):
+        assert split(1024, 6144, W_dtype=table) == 6  # 48 steps of 128 k: 6 splits of 8
+        assert split(10240, 12288, W_dtype=table) == 8  # 80 tiles: 5 blocks an SM, (5/4) / 8 < 1 / 6 for 4 an SM
+        assert split(22016, 11008, W_dtype=table) == 3  # 172 tiles: 4 blocks an SM, 1 / 3, a tie with 6 splits' 2 / 6
+        assert split(32000, 5120, W_dtype=table) == 2  # 250 tiles: 2 and 4 splits load an SM alike
+        assert split(28672, 8192, W_dtype=table) == 4
+        scaled = dict(W_dtype=table, with_scaling=True, group_size=128)
+        assert split(1024, 6144, **scaled) == 4 and split(22016, 11008, **scaled) == 4
+        assert split(8192, 8192, W_dtype=table) == 8 and split(8192, 8192, **scaled) == 4
+
+
 def test_decode_wide_n_fits_one_wave():
     """m <= 16 with more column tiles than half a wave: integer weights without zeros take one iteration
     of weights ahead (4 blocks an SM) and 2 splits, one wave, and so do g128 'original' zeros (applied
