@@ -200,8 +200,9 @@ def chained_decode(shapes, ms, variants, bw: float) -> str:
 
 
 def host_overhead_us() -> tuple:
-    """Wall time per forward from Python on a tiny problem (the GPU never the bottleneck): (the median,
-    the fastest) over 15 batches of 200 calls. The two differ by whatever else the host runs."""
+    """Wall time per call from Python on a tiny problem (the GPU never the bottleneck), as (median,
+    fastest batch) of 15 batches of 200 calls: lowbit's forward, and torch.mm into an output on the same
+    fp16 shape, the peer whose host cost shows how fast this machine's host is."""
     from lowbit import Matmul, MatmulConfig
 
     cfg = MatmulConfig(M=[1], N=256, K=256, W_dtype="int4", with_scaling=True, group_size=128)
@@ -210,15 +211,21 @@ def host_overhead_us() -> tuple:
     W, s = W.cuda(), s.cuda()
     A = torch.randn(1, 256, device="cuda").half()
     out = torch.empty(1, 256, device="cuda").half()
+    W16 = torch.randn(256, 256, device="cuda").half().t()
+    return (_host_us(lambda: op(A, W, scale=s, output=out)),
+            _host_us(lambda: torch.mm(A, W16, out=out)))
+
+
+def _host_us(call) -> tuple:
     for _ in range(50):
-        op(A, W, scale=s, output=out)
+        call()
     torch.cuda.synchronize()
     gc.collect()  # the benchmarks before leave a large heap: a full collection inside a batch would dominate it
     batches, n = [], 200
     for _ in range(15):
         t0 = time.perf_counter()
         for _ in range(n):
-            op(A, W, scale=s, output=out)
+            call()
         batches.append((time.perf_counter() - t0) / n * 1e6)
         torch.cuda.synchronize()
     return statistics.median(batches), min(batches)
@@ -313,12 +320,13 @@ def bench_matmul(shapes=SHAPES, ms=MS, variants=None, out_path: str = "BENCHMARK
         return "\n".join([header] + rows)
     chained_ms = [m for m in ms if m in CHAINED_MS]
     chained = chained_decode(shapes, chained_ms, [v for v in CHAINED_VARIANTS if v in variants], bw) if chained_ms else ""
-    overhead, fastest = host_overhead_us()
+    (overhead, fastest), (torch_overhead, torch_fastest) = host_overhead_us()
     graph = graph_capture_ok()
     first, cached = build_times()
     extra = (f"- measured copy bandwidth: {bw / 1e12:.2f} TB/s (read + write)\n"
              f"- host overhead: {overhead:.1f} us per forward (median of 15 batches of 200 calls; fastest batch "
-             f"{fastest:.1f} us; m=1, 256x256, GPU idle)\n"
+             f"{fastest:.1f} us; m=1, 256x256, GPU idle); torch.mm into an output on that fp16 shape, same "
+             f"method: {torch_overhead:.1f} us (fastest batch {torch_fastest:.1f} us)\n"
              f"- CUDA graph capture of forward: {graph}\n"
              f"- first build of a kernel: {first:.2f} s; cached load: {cached:.1f} ms\n")
     print(extra)
