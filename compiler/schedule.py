@@ -340,16 +340,12 @@ def _decode_split(cfg, tiles: int, sms: int) -> int:
     grids, variant 54). int4 and uint4 without zeros then take the ring split where 8 splits exceed 2
     blocks an SM (_ring_split; at 6144 columns its 4 measured 0.88x the time of 8).
 
-    The decode-table formats without scales (nf4, fp4 with float A) take the least loaded split
-    instead (_least_loaded_split, counting 4 blocks an SM as fast as 1, the fewest on a tie): the best
-    split or within 2% of it on 18 of 19 grids it was not fitted on (1024-32000 columns, K 3072-16384,
-    where the rule above is within 2% on 5; 0.80-0.97x its time on the 14 it makes faster by more
-    than 2%, 1.04x at 12288x11008; geometric mean 0.93) and on all 18 nf4 grids of the fourteenth
-    session's 16-row sweep (variant 57). The
-    scaled table formats keep the rule above: no count of blocks fits them (8192x28672 loses 9%)."""
+    The decode-table formats (nf4, fp4) with float A and one group a superblock or none take their own
+    split (_table_decode_split), except scaled grids of more tiles than SMs."""
     fmt = format_of(cfg.W_dtype)
-    if fmt.kind in ("nf4", "fp4") and cfg.A_dtype == "float16" and not cfg.with_scaling:
-        return _least_loaded_split(tiles, k_steps(cfg), sms, saturating=4, margin=Fraction(1))
+    if fmt.kind in ("nf4", "fp4") and cfg.A_dtype == "float16" and superblock_groups(cfg) <= 1 \
+            and (not cfg.with_scaling or tiles <= sms):
+        return _table_decode_split(cfg, tiles, sms)
     superblocks = k_superblocks(cfg)
     split = max(1, min(4, superblocks // 8))
     steps = k_steps(cfg)
@@ -361,6 +357,30 @@ def _decode_split(cfg, tiles: int, sms: int) -> int:
     if fmt.bits == 4 and cfg.A_dtype == "float16" and superblock_groups(cfg) <= 1 and superblocks >= 64 and wave >= 8:
         split = max(split, 8)
     return split
+
+
+def _table_decode_split(cfg, tiles: int, sms: int) -> int:
+    """The K split of a 16-row grid of nf4 or fp4 weights (float A, one group a superblock or none):
+    the least loaded split (_least_loaded_split, the fewest on a tie), counting 4 blocks an SM as fast
+    as 1 without scales and 2 with them, then, with scales, more splits where one would hold more than
+    40 superblocks (the longest split _ring_split allows; at 8192x28672 4 splits of 56 took 1.10x the
+    time of 6).
+
+    Without scales (variant 57): the best split or within 2% of it on 18 of 19 grids it was not fitted
+    on (1024-32000 columns, K 3072-16384, where the superblock rule of _decode_split is within 2% on
+    5; 0.80-0.97x its time on the 14 it makes faster by more than 2%, 1.04x at 12288x11008; geometric
+    mean 0.93) and on all 18 nf4 grids of the fourteenth session's 16-row sweep.
+    With g128 scales (variant 58): the best or within 2% on 19 of 22 grids of nf4 and fp4 at 4096-14336
+    columns and K 5120-28672 (the superblock rule: 9; geometric mean 1.007 of the best against 1.053)
+    and 13 of 15 grids at 1024-32000 columns, K 5120-16384 (8; 1.005 against 1.075). Above one tile an
+    SM the scaled grids keep the superblock rule: at 32000 columns 2 splits, which the load count ties
+    with 4, took 1.04-1.05x the time of 4 (the fit and the 32000-column exception were chosen after
+    seeing those 15 grids; docs/perf-notes.md has the check on grids seen by neither)."""
+    if not cfg.with_scaling:
+        return _least_loaded_split(tiles, k_steps(cfg), sms, saturating=4, margin=Fraction(1))
+    split = _least_loaded_split(tiles, k_steps(cfg), sms, saturating=2, margin=Fraction(1))
+    superblocks = k_superblocks(cfg)
+    return min([s for s in SPLIT_K_VALUES if split <= s and -(-superblocks // s) <= 40], default=split)
 
 
 def _wide_n_decode(cfg, sms: int) -> bool:

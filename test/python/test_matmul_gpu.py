@@ -493,10 +493,14 @@ DEFAULT_RULE_CASES = [  # (config fields, N, K, rows run (the first is the bucke
      dict(split_k=8, w_smem=1)),
     (dict(W_dtype="nf4"), 2000, 10304, (16, 11), dict(split_k=8, w_smem=1)),  # 80.5 superblocks
     (dict(W_dtype="nf4"), 3000, 8192, (16, 9), dict(split_k=8, w_smem=1)),  # 64 superblocks, 8 a split
-    # nf4 and fp4 without scales: the least loaded split
+    # nf4 and fp4: the least loaded split (_table_decode_split)
     (dict(W_dtype="nf4"), 1000, 6100, (16, 11), dict(split_k=6, w_smem=1)),  # 47.7 steps of 128 k
     (dict(W_dtype="fp4_e2m1"), 21900, 5100, (16, 7), dict(split_k=3, w_smem=0)),  # 172 tiles x 3
     (dict(W_dtype="nf4", with_bias=True), 31950, 3100, (16, 13), dict(split_k=2, w_smem=0)),  # 250 tiles x 2
+    (dict(W_dtype="fp4_e2m1", with_scaling=True, group_size=128), 11000, 8192, (16, 5),
+     dict(split_k=3, w_smem=1)),  # 86 tiles x 3
+    (dict(W_dtype="nf4", with_scaling=True, group_size=128, with_bias=True), 5100, 13824, (16, 9),
+     dict(split_k=6, w_smem=1)),  # 108 superblocks in 6 splits
     (dict(W_dtype="uint4", with_scaling=True, with_zeros=True, group_size=128, with_bias=True), 6200, 8320, (16, 3),
      dict(split_k=8, w_smem=0)),  # 49 tiles x 8 = 392 blocks: one wave, no ring
     (dict(W_dtype="int4", with_scaling=True, group_size=128), 9000, 13952, (16, 13),
