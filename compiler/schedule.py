@@ -374,8 +374,10 @@ def _table_decode_split(cfg, tiles: int, sms: int) -> int:
     columns and K 5120-28672 (the superblock rule: 9; geometric mean 1.007 of the best against 1.053)
     and 13 of 15 grids at 1024-32000 columns, K 5120-16384 (8; 1.005 against 1.075). Above one tile an
     SM the scaled grids keep the superblock rule: at 32000 columns 2 splits, which the load count ties
-    with 4, took 1.04-1.05x the time of 4 (the fit and the 32000-column exception were chosen after
-    seeing those 15 grids; docs/perf-notes.md has the check on grids seen by neither)."""
+    with 4, took 1.04-1.05x the time of 4 (the 40-superblock limit and this exception were chosen
+    after seeing those 15 grids). On 18 grids seen by neither (1536-16384 columns, K 4096-24576): best
+    or within 2% on 15 against the superblock rule's 2, 0.81-0.97x its time on 15, 1.04-1.12x on 3
+    (3072x7168 takes 6 splits where 4 were best), geometric mean 0.93."""
     if not cfg.with_scaling:
         return _least_loaded_split(tiles, k_steps(cfg), sms, saturating=4, margin=Fraction(1))
     split = _least_loaded_split(tiles, k_steps(cfg), sms, saturating=2, margin=Fraction(1))
