@@ -30,7 +30,7 @@ from mlir import ir
 
 from .base import ModulePass, RewritePattern, replace_with_launch, symbol_suffix
 from .emitters import gpu
-from .emitters.decode import (TABLES, decode_word_f16, decode_word_f16_offset, decode_word_s8, dequantize,
+from .emitters.decode import (SHARED_TABLES, TABLES, decode_word_f16, decode_word_f16_offset, decode_word_s8, dequantize,
                                offset_addend, s8_scale_bits)
 from .emitters.ir import Emitter, mlir_type, saturate_to_i8
 from .verify import verified_matmul
@@ -136,10 +136,10 @@ class MatmulKernel:
         return self._wrap(e.text())
 
     def _prologue(self) -> None:
-        """What both kernels set up before their stages: the thread's ids, the decode table (nf4 / fp4
+        """What both kernels set up before their stages: the thread's ids, the decode table (nf4
         with float A), the weight rows' pointers and, for weights loaded to registers, the L2 policy."""
         self._ids()
-        if self.fmt.kind in TABLES and not self.int8:
+        if self.fmt.kind in SHARED_TABLES and not self.int8:
             self._fill_lut()
         self.w_rows = [self._w_row(nt) for nt in range(self.s.warp_n_tiles)]
         if not self.s.w_smem:
@@ -192,7 +192,7 @@ class MatmulKernel:
         split = list(SPLIT_OPERANDS) if self.s.split_k > 1 else []
         params = ", ".join(f"%{name}: {gpu.GLOBAL}" for name in self.operands + split) + ", %m: i32"
         lut = ""
-        if self.fmt.kind in TABLES and not self.int8:
+        if self.fmt.kind in SHARED_TABLES and not self.int8:
             lut = f"    llvm.mlir.global internal @{self.name}_lut() {{addr_space = 3 : i32, alignment = 16 : i64}} : !llvm.array<32 x i8>\n"
         return (
             f"    {gpu.dynamic_shared_global(self.name + '_smem')}\n"
@@ -249,7 +249,7 @@ class MatmulKernel:
         return gpu.special_reg(self.e, "gpu.block_id x"), gpu.special_reg(self.e, "gpu.block_id y")
 
     def _fill_lut(self):
-        """The 16-entry decode table of nf4 / fp4 into shared memory (every thread writes one entry)."""
+        """The 16-entry decode table of nf4 into shared memory (every thread writes one entry)."""
         e = self.e
         idx = e.op(f"arith.andi {self.tid}, {e.const(15, 'i32')} : i32")
         value = e.const(float(TABLES[self.fmt.kind][0]), "f16")

@@ -10,6 +10,7 @@ from lowbit.formats import FP4_E2M1_TABLE, NF4_TABLE, format_of
 from .ir import Emitter, is_float
 
 TABLES = {"fp4": FP4_E2M1_TABLE, "nf4": NF4_TABLE}
+SHARED_TABLES = ("nf4",)  # the GPU kernels decode these through a table in shared memory (fp4 by its bits)
 
 
 def extract_code(e: Emitter, byte: str, slot: str, bits: int) -> str:
@@ -86,7 +87,7 @@ def _sub_bias(e: Emitter, h2: str, bias: float) -> str:
 
 def decode_word_f16(e: Emitter, word: str, W_dtype: str, lut: str = None) -> list[str]:
     """Decodes the codes in an i32 `word` into vector<2xf16> registers (magic numbers / lop3 / prmt for
-    integers, a shared-memory table `lut` of 16 f16 for nf4 and fp4)."""
+    integers and fp4, a shared-memory table `lut` of 16 f16 for nf4)."""
     from .gpu import LUT_AND_OR, LUT_AND_XOR, SHARED, gep, load, lop3, prmt
 
     fmt = format_of(W_dtype)
@@ -98,7 +99,9 @@ def decode_word_f16(e: Emitter, word: str, W_dtype: str, lut: str = None) -> lis
         return [_sub_bias(e, _f16x2(e, prmt(e, x, magic, sel)), 1152.0) for sel in (0x4240, 0x4341)]
     regs, per_word = [], 32 // fmt.bits // 2
     mask = (1 << fmt.bits) - 1
-    if fmt.kind in TABLES:
+    if fmt.kind == "fp4":
+        return [_decode_fp4_pair(e, word, i) for i in range(per_word)]
+    if fmt.kind in SHARED_TABLES:
         codes = [e.op(f"arith.andi {_shift(e, word, 'shrui', fmt.bits * i)}, {e.const(mask, 'i32')} : i32")
                  for i in range(2 * per_word)]
         values = [load(e, gep(e, lut, e.op(f"arith.shli {c}, {e.const(1, 'i32')} : i32"), SHARED, "i32"), "f16", SHARED)
@@ -131,6 +134,20 @@ def decode_word_f16(e: Emitter, word: str, W_dtype: str, lut: str = None) -> lis
             regs.append(e.op(f"llvm.intr.fma({h}, {scale}, {bias}) : (vector<2xf16>, vector<2xf16>, vector<2xf16>) "
                              f"-> vector<2xf16>", "wdec"))
     return regs
+
+
+def _decode_fp4_pair(e: Emitter, word: str, i: int) -> str:
+    """fp4 e2m1 codes i and i + 4 of an i32 word (at bits 4 i and 16 + 4 i) as vector<2xf16>, without a
+    table: exponent and mantissa (code bits 0-2) go to bits 9-11 of each half and the sign (bit 3) to
+    bit 15, which is the code's value times 2^-14 in float16 (code 1 a subnormal); one multiply by
+    2^14 (exact) restores it."""
+    from .gpu import LUT_AND_OR, lop3
+
+    magnitude = _shift(e, word, "shli", 9 - 4 * i) if i < 3 else _shift(e, word, "shrui", 3)
+    sign = _shift(e, word, "shli", 12 - 4 * i) if i < 3 else word
+    sign = e.op(f"arith.andi {sign}, {e.const(_i32(0x80008000), 'i32')} : i32")
+    bits = lop3(e, magnitude, e.const(_i32(0x0E000E00), "i32"), sign, LUT_AND_OR)
+    return e.op(f"arith.mulf {_f16x2(e, bits)}, {e.const('dense<16384.0>', 'vector<2xf16>')} : vector<2xf16>", "wdec")
 
 
 def _offset(W_dtype: str) -> int:
