@@ -185,3 +185,17 @@ def test_cpu_kernel_builds_within_budget():
     start = time.perf_counter()
     _cpu_kernel(options)
     assert time.perf_counter() - start < 2.0, "building one CPU kernel must take under 2 s"
+
+
+@pytest.mark.parametrize("bucket", (1, 16, 256))
+def test_fp4_decodes_by_its_bits_nf4_by_table(bucket):
+    """fp4 e2m1 codes become float16 by bit placement (magnitude mask 0x0E000E00, times 2^14) with no
+    table in shared memory; nf4 reads its 16-entry table (one 2-byte shared load per code)."""
+    def ptx(W):
+        cfg = MatmulConfig(M=[bucket], N=512, K=1024, W_dtype=W, with_scaling=True, group_size=128)
+        return gpu_pipeline.emit("matmul", cfg, "sm_90a", "ptx", matmul_schedule(cfg, bucket, "sm_90a"))
+
+    fp4, nf4 = ptx("fp4_e2m1"), ptx("nf4")
+    assert "ld.shared.b16" not in fp4 and "_lut" not in fp4
+    assert str(0x0E000E00) in fp4  # the mask of exponent and mantissa in each half
+    assert nf4.count("ld.shared.b16") >= 32 and "_lut" in nf4
