@@ -143,9 +143,9 @@ def _decode_fp4_pair(e: Emitter, word: str, i: int) -> str:
     2^14 (exact) restores it."""
     from .gpu import LUT_AND_OR, lop3
 
-    magnitude = _shift(e, word, "shli", 9 - 4 * i) if i < 3 else _shift(e, word, "shrui", 3)
-    sign = _shift(e, word, "shli", 12 - 4 * i) if i < 3 else word
-    sign = e.op(f"arith.andi {sign}, {e.const(_i32(0x80008000), 'i32')} : i32")
+    move = 9 - 4 * i  # to bit 9 from bit 4 i; the sign moves 3 bits further
+    magnitude = _shift(e, word, "shli", move) if move > 0 else _shift(e, word, "shrui", -move)
+    sign = e.op(f"arith.andi {_shift(e, word, 'shli', move + 3)}, {e.const(_i32(0x80008000), 'i32')} : i32")
     bits = lop3(e, magnitude, e.const(_i32(0x0E000E00), "i32"), sign, LUT_AND_OR)
     return e.op(f"arith.mulf {_f16x2(e, bits)}, {e.const('dense<16384.0>', 'vector<2xf16>')} : vector<2xf16>", "wdec")
 
