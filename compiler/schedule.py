@@ -17,6 +17,7 @@ THREADS = 128
 PARAM_REGISTERS = 16  # registers for prefetched group parameters before the schedule trims prefetch
 SPLIT_K_VALUES = (1, 2, 3, 4, 6, 8, 12, 16)
 DECODE_BLOCKS_PER_SM = 3  # the m <= 16 kernel's blocks an SM at 4 bits (168 registers)
+MAX_SPLIT_SUPERBLOCKS = 40  # the longest K split that _ring_split and _table_decode_split take at 16 rows
 # the 17-64 row 4-bit float-A kernels by block_m: blocks an SM (128 and 168 registers), and the blocks an
 # SM that _busiest_sm_load counts as fast as 1 (a 32-row block multiplies half as much per weight byte)
 SMALL_M_RESIDENT = {32: 4, 64: 3}
@@ -382,7 +383,8 @@ def _table_decode_split(cfg, tiles: int, sms: int) -> int:
         return _least_loaded_split(tiles, k_steps(cfg), sms, saturating=4, margin=Fraction(1))
     split = _least_loaded_split(tiles, k_steps(cfg), sms, saturating=2, margin=Fraction(1))
     superblocks = k_superblocks(cfg)
-    return min([s for s in SPLIT_K_VALUES if split <= s and -(-superblocks // s) <= 40], default=split)
+    return min([s for s in SPLIT_K_VALUES if split <= s and -(-superblocks // s) <= MAX_SPLIT_SUPERBLOCKS],
+               default=split)
 
 
 def _wide_n_decode(cfg, sms: int) -> bool:
@@ -529,7 +531,8 @@ def _ring_split(cfg, sched: MatmulSchedule, tiles: int, sms: int) -> int:
     if fmt.kind not in ("int", "uint") or cfg.with_zeros or fmt.bits > 4 or wide_n:
         return sched.split_k
     superblocks = k_superblocks(cfg)
-    fits = [s for s in SPLIT_K_VALUES if s < sched.split_k and tiles * s <= 2 * sms and -(-superblocks // s) <= 40]
+    fits = [s for s in SPLIT_K_VALUES
+            if s < sched.split_k and tiles * s <= 2 * sms and -(-superblocks // s) <= MAX_SPLIT_SUPERBLOCKS]
     return max(fits, default=sched.split_k)
 
 
