@@ -30,8 +30,8 @@ from mlir import ir
 
 from .base import ModulePass, RewritePattern, replace_with_launch, symbol_suffix
 from .emitters import gpu
-from .emitters.decode import (SHARED_TABLES, TABLES, decode_word_f16, decode_word_f16_offset, decode_word_s8, dequantize,
-                               offset_addend, s8_scale_bits)
+from .emitters.decode import (REGISTER_TABLES, decode_word_f16, decode_word_f16_offset, decode_word_s8, dequantize,
+                               offset_addend, s8_scale_bits, table_constants)
 from .emitters.ir import Emitter, mlir_type, saturate_to_i8
 from .verify import verified_matmul
 
@@ -136,11 +136,10 @@ class MatmulKernel:
         return self._wrap(e.text())
 
     def _prologue(self) -> None:
-        """What both kernels set up before their stages: the thread's ids, the decode table (nf4
-        with float A), the weight rows' pointers and, for weights loaded to registers, the L2 policy."""
+        """What both kernels set up before their stages: the thread's ids, the decode table's registers
+        (nf4 with float A), the weight rows' pointers and, for weights loaded to registers, the L2 policy."""
         self._ids()
-        if self.fmt.kind in SHARED_TABLES and not self.int8:
-            self._fill_lut()
+        self.table = self._table() if self.fmt.kind in REGISTER_TABLES and not self.int8 else None
         self.w_rows = [self._w_row(nt) for nt in range(self.s.warp_n_tiles)]
         if not self.s.w_smem:
             self.policy = gpu.evict_first_policy(self.e)
@@ -188,15 +187,11 @@ class MatmulKernel:
 
     def _wrap(self, body: str) -> str:
         self.name = "lowbit_matmul_" + symbol_suffix(body)
-        body = body.replace("@SMEM_A", f"@{self.name}_smem").replace("@LUT", f"@{self.name}_lut")
+        body = body.replace("@SMEM_A", f"@{self.name}_smem")
         split = list(SPLIT_OPERANDS) if self.s.split_k > 1 else []
         params = ", ".join(f"%{name}: {gpu.GLOBAL}" for name in self.operands + split) + ", %m: i32"
-        lut = ""
-        if self.fmt.kind in SHARED_TABLES and not self.int8:
-            lut = f"    llvm.mlir.global internal @{self.name}_lut() {{addr_space = 3 : i32, alignment = 16 : i64}} : !llvm.array<32 x i8>\n"
         return (
             f"    {gpu.dynamic_shared_global(self.name + '_smem')}\n"
-            f"{lut}"
             f"    gpu.func @{self.name}({params}) kernel attributes {{known_block_size = array<i32: {self.s.threads}, 1, 1>"
             f"{f', nvvm.minctasm = {self.s.min_blocks} : i32' if self.s.min_blocks else ''}}} {{\n"
             f"{body}\n      gpu.return\n    }}"
@@ -244,22 +239,18 @@ class MatmulKernel:
         # each K-split warp reads its own superblock of the stage
         self.ldm_offset = e.op(f"arith.addi {ldm}, {e.op(f'arith.muli {self.kw}, {e.i32(self.U * self.SB * self.abytes)} : i32')} : i32")
 
+    def _table(self) -> list[tuple[str, str]]:
+        """The decode table's words (decode.table_constants) in ordinary registers. As constants ptxas
+        keeps them in uniform registers and copies one into an ordinary register before most prmts that
+        read it (158 copies a loop iteration at m = 1); xored with a value ptxas cannot prove constant,
+        zero for every launch (m > 0), they stay in registers."""
+        e = self.e
+        zero = e.op(f"arith.andi {self.tid}, {e.op(f'arith.shrui %m, {e.i32(31)} : i32')} : i32")
+        return [tuple(e.op(f"arith.xori {c}, {zero} : i32") for c in pair) for pair in table_constants(e, self.cfg["W_dtype"])]
+
     def _block_tile(self) -> tuple[str, str]:
         """(column tile, row tile) of this block: the grid's x and y."""
         return gpu.special_reg(self.e, "gpu.block_id x"), gpu.special_reg(self.e, "gpu.block_id y")
-
-    def _fill_lut(self):
-        """The 16-entry decode table of nf4 into shared memory (every thread writes one entry)."""
-        e = self.e
-        idx = e.op(f"arith.andi {self.tid}, {e.const(15, 'i32')} : i32")
-        value = e.const(float(TABLES[self.fmt.kind][0]), "f16")
-        for code, entry in enumerate(TABLES[self.fmt.kind][1:], 1):  # selects: no local-memory array
-            hit = e.op(f"arith.cmpi eq, {idx}, {e.i32(code)} : i32")
-            value = e.op(f"arith.select {hit}, {e.const(float(entry), 'f16')}, {value} : f16")
-        self.lut = e.op("llvm.mlir.addressof @LUT : !llvm.ptr<3>", "lut")
-        ptr = gpu.gep(e, self.lut, e.op(f"arith.shli {idx}, {e.const(1, 'i32')} : i32"), gpu.SHARED, "i32")
-        gpu.store(e, value, ptr, "f16", gpu.SHARED)
-        gpu.barrier(e)
 
     def _n_col(self, nt: int) -> str:
         """The B column of this thread in n8 tile `nt`, clamped inside N for loads."""
@@ -523,7 +514,7 @@ class MatmulKernel:
                 elif s.offset_decode:
                     regs += decode_word_f16_offset(e, word, cfg["W_dtype"])
                 else:
-                    regs += decode_word_f16(e, word, cfg["W_dtype"], getattr(self, "lut", None))
+                    regs += decode_word_f16(e, word, cfg["W_dtype"], self.table)
             if not self.int8 and cfg["with_scaling"] and not self.scale_after:
                 regs = self._scaled_weights(regs, self._group_params(sb, raw_params, nt))
             w_regs.append(regs)
@@ -957,7 +948,7 @@ class WgmmaKernel(MatmulKernel):
             def reg(nt: int, r: int) -> str:
                 key = (nt, r // per_word)
                 if key not in decoded:
-                    decoded[key] = decode_word_f16(e, words[4 * nt + key[1]], cfg["W_dtype"], getattr(self, "lut", None))
+                    decoded[key] = decode_word_f16(e, words[4 * nt + key[1]], cfg["W_dtype"], self.table)
                 x = decoded[key][r % per_word]
                 if params[nt] is not None:
                     x = dequantize(e, x, gpu.F16X2, cfg["zeros_mode"], *params[nt][r // 2])

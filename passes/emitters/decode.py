@@ -5,12 +5,14 @@ Both lowerings call these functions, so the semantics of every W_dtype and zeros
 """
 from __future__ import annotations
 
+import struct
+
 from lowbit.formats import FP4_E2M1_TABLE, NF4_TABLE, format_of
 
 from .ir import Emitter, is_float
 
 TABLES = {"fp4": FP4_E2M1_TABLE, "nf4": NF4_TABLE}
-SHARED_TABLES = ("nf4",)  # the GPU kernels decode these through a table in shared memory (fp4 by its bits)
+REGISTER_TABLES = ("nf4",)  # the GPU kernels look these up in registers (fp4 is decoded by its bits)
 
 
 def extract_code(e: Emitter, byte: str, slot: str, bits: int) -> str:
@@ -85,10 +87,11 @@ def _sub_bias(e: Emitter, h2: str, bias: float) -> str:
     return e.op(f"arith.subf {h2}, {e.const(f'dense<{bias}>', 'vector<2xf16>')} : vector<2xf16>", "wdec")
 
 
-def decode_word_f16(e: Emitter, word: str, W_dtype: str, lut: str = None) -> list[str]:
+def decode_word_f16(e: Emitter, word: str, W_dtype: str, table: list[tuple[str, str]] = None) -> list[str]:
     """Decodes the codes in an i32 `word` into vector<2xf16> registers (magic numbers / lop3 / prmt for
-    integers and fp4, a shared-memory table `lut` of 16 f16 for nf4)."""
-    from .gpu import LUT_AND_OR, LUT_AND_XOR, SHARED, gep, load, lop3, prmt
+    integers and fp4, byte permutes of the 16-entry table held in registers for nf4: `table`, the
+    words of table_constants, or those constants where it is None)."""
+    from .gpu import LUT_AND_OR, LUT_AND_XOR, lop3, prmt
 
     fmt = format_of(W_dtype)
     if fmt.bits == 16:
@@ -101,16 +104,8 @@ def decode_word_f16(e: Emitter, word: str, W_dtype: str, lut: str = None) -> lis
     mask = (1 << fmt.bits) - 1
     if fmt.kind == "fp4":
         return [_decode_fp4_pair(e, word, i) for i in range(per_word)]
-    if fmt.kind in SHARED_TABLES:
-        codes = [e.op(f"arith.andi {_shift(e, word, 'shrui', fmt.bits * i)}, {e.const(mask, 'i32')} : i32")
-                 for i in range(2 * per_word)]
-        values = [load(e, gep(e, lut, e.op(f"arith.shli {c}, {e.const(1, 'i32')} : i32"), SHARED, "i32"), "f16", SHARED)
-                  for c in codes]
-        for i in range(per_word):
-            v = e.op("llvm.mlir.undef : vector<2xf16>")
-            v = e.op(f"llvm.insertelement {values[i]}, {v}[{e.const(0, 'i32')} : i32] : vector<2xf16>")
-            regs.append(e.op(f"llvm.insertelement {values[i + per_word]}, {v}[{e.const(1, 'i32')} : i32] : vector<2xf16>"))
-        return regs
+    if fmt.kind in REGISTER_TABLES:
+        return _decode_table_word(e, word, table or table_constants(e, W_dtype))
     shift = 0  # the word is shifted only when the next code would leave the 10 mantissa bits
     for i in range(per_word):
         if fmt.kind == "int" and fmt.bits == 1:  # +-1 by flipping the sign bit of -1.0 (0xBC00)
@@ -148,6 +143,46 @@ def _decode_fp4_pair(e: Emitter, word: str, i: int) -> str:
     sign = e.op(f"arith.andi {_shift(e, word, 'shli', move + 3)}, {e.const(_i32(0x80008000), 'i32')} : i32")
     bits = lop3(e, magnitude, e.const(_i32(0x0E000E00), "i32"), sign, LUT_AND_OR)
     return e.op(f"arith.mulf {_f16x2(e, bits)}, {e.const('dense<16384.0>', 'vector<2xf16>')} : vector<2xf16>", "wdec")
+
+
+def table_words(values) -> list[tuple[int, int]]:
+    """The (low, high) i32 words of the four 8-byte prmt sources of _decode_table_word: the low bytes of
+    the float16 entries 0-7, of entries 8-15, then their high bytes."""
+    bits = [struct.unpack("<H", struct.pack("<e", v))[0] for v in values]
+    words = []
+    for byte in (0, 1):
+        for first in (0, 8):
+            row = bytes((bits[first + j] >> 8 * byte) & 0xFF for j in range(8))
+            words.append((int.from_bytes(row[:4], "little"), int.from_bytes(row[4:], "little")))
+    return words
+
+
+def table_constants(e: Emitter, W_dtype: str) -> list[tuple[str, str]]:
+    """The prmt sources of a table format's decode (table_words) as i32 constants."""
+    return [tuple(e.const(_i32(w), "i32") for w in pair) for pair in table_words(TABLES[format_of(W_dtype).kind])]
+
+
+def _decode_table_word(e: Emitter, word: str, sources: list[tuple[str, str]]) -> list[str]:
+    """The eight 4-bit codes of an i32 `word` as their float16 table entries, in decode_word_f16's
+    register order, from `sources` (table_words' four pairs) with no memory access: a prmt with a
+    register selector looks up 4 codes at once in 8 bytes,
+    so each code's low 3 bits index the low and high bytes of entries 0-7 and of entries 8-15, and its
+    bit 3, spread to a byte mask by prmt's sign mode, picks between the two (22 instructions a word)."""
+    from .gpu import LUT_SELECT, lop3, prmt
+
+    low3 = e.op(f"arith.andi {word}, {e.const(_i32(0x77777777), 'i32')} : i32")
+    up4 = _shift(e, word, "shli", 4)  # bit 3 of codes 0, 2, 4, 6 to bit 7 of a byte (codes 1, 3, 5, 7 are there)
+    regs = []
+    # selector bytes 0-1 hold codes (0, 1, 4, 5), then (2, 3, 6, 7); the mask's byte k is the sign of
+    # the byte holding bit 3 of the code in selector nibble k
+    for codes_sel, sign_sel in ((0x0020, 0xEAC8), (0x0031, 0xFBD9)):
+        selector = prmt(e, low3, low3, codes_sel)
+        high = prmt(e, up4, word, sign_sel)
+        low_bytes, high_bytes = (lop3(e, prmt(e, *sources[2 * b], selector), prmt(e, *sources[2 * b + 1], selector),
+                                      high, LUT_SELECT) for b in (0, 1))
+        # codes (0, 4) and (1, 5), or (2, 6) and (3, 7): low and high byte of each half
+        regs += [_f16x2(e, prmt(e, low_bytes, high_bytes, sel)) for sel in (0x6240, 0x7351)]
+    return regs
 
 
 def _offset(W_dtype: str) -> int:

@@ -165,14 +165,19 @@ def lop3(e: Emitter, a: str, b: str, c: str, lut: int) -> str:
                 f"{a}, {b}, {c} : (i32, i32, i32) -> i32", "lop")
 
 
-def prmt(e: Emitter, a: str, b: str, selector: int) -> str:
-    """Byte permute of the 8 bytes (b:a) by `selector`."""
-    return e.op(f'llvm.inline_asm asm_dialect = att "prmt.b32 $0, $1, $2, {selector:#06x};", "=r,r,r" '
-                f"{a}, {b} : (i32, i32) -> i32", "prmt")
+def prmt(e: Emitter, a: str, b: str, selector: int | str) -> str:
+    """Byte permute of the 8 bytes (b:a) by `selector`, an immediate or an i32 value (its low 16 bits:
+    per output byte a nibble, bits 0-2 the source byte, bit 3 to replicate that byte's sign bit)."""
+    if isinstance(selector, int):
+        return e.op(f'llvm.inline_asm asm_dialect = att "prmt.b32 $0, $1, $2, {selector:#06x};", "=r,r,r" '
+                    f"{a}, {b} : (i32, i32) -> i32", "prmt")
+    return e.op(f'llvm.inline_asm asm_dialect = att "prmt.b32 $0, $1, $2, $3;", "=r,r,r,r" '
+                f"{a}, {b}, {selector} : (i32, i32, i32) -> i32", "prmt")
 
 
 LUT_AND_OR = 0xF0 & 0xCC | 0xAA  # (a & b) | c
 LUT_AND_XOR = (0xF0 & 0xCC) ^ 0xAA  # (a & b) ^ c
+LUT_SELECT = 0xF0 & ~0xAA & 0xFF | 0xCC & 0xAA  # c ? b : a, bit by bit
 
 
 # -- attention building blocks (added for lowbit-lower-attention-to-gpu) --

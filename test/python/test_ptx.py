@@ -13,6 +13,8 @@ import pytest
 from lowbit import FlashAttenConfig, MatmulConfig
 from lowbit.compiler import gpu_pipeline
 from lowbit.compiler.schedule import attention_schedule, matmul_schedule
+from lowbit.formats import NF4_TABLE
+from lowbit.passes.emitters.decode import table_words
 
 PTXAS = shutil.which("ptxas") or ("/usr/local/bin/ptxas" if os.path.exists("/usr/local/bin/ptxas") else None)
 needs_ptxas = pytest.mark.skipif(PTXAS is None, reason="ptxas is not on this machine")
@@ -188,9 +190,10 @@ def test_cpu_kernel_builds_within_budget():
 
 
 @pytest.mark.parametrize("bucket", (1, 16, 256))
-def test_fp4_decodes_by_its_bits_nf4_by_table(bucket):
-    """fp4 e2m1 codes become float16 by bit placement (magnitude mask 0x0E000E00, times 2^14) with no
-    table in shared memory; nf4 reads its 16-entry table (one 2-byte shared load per code)."""
+def test_fp4_decodes_by_its_bits_nf4_by_register_table(bucket):
+    """fp4 e2m1 codes become float16 by bit placement (magnitude mask 0x0E000E00, times 2^14); nf4 looks
+    its 16-entry table up with byte permutes of registers (selectors in registers, the table's bytes as
+    constants). Neither reads a table from shared memory."""
     def ptx(W):
         cfg = MatmulConfig(M=[bucket], N=512, K=1024, W_dtype=W, with_scaling=True, group_size=128)
         return gpu_pipeline.emit("matmul", cfg, "sm_90a", "ptx", matmul_schedule(cfg, bucket, "sm_90a"))
@@ -198,4 +201,9 @@ def test_fp4_decodes_by_its_bits_nf4_by_table(bucket):
     fp4, nf4 = ptx("fp4_e2m1"), ptx("nf4")
     assert "ld.shared.b16" not in fp4 and "_lut" not in fp4
     assert str(0x0E000E00) in fp4  # the mask of exponent and mantissa in each half
-    assert nf4.count("ld.shared.b16") >= 32 and "_lut" in nf4
+    assert "ld.shared.b16" not in nf4 and "_lut" not in nf4
+    assert len(re.findall(r"prmt\.b32 %r\d+, %r\d+, %r\d+, %r\d+;", nf4)) >= 32
+    # the table's words enter through an operation with a register (MatmulKernel._table), not as
+    # constants that ptxas would copy from uniform registers before each prmt
+    for word in (w - (1 << 32) if w >> 31 else w for pair in table_words(NF4_TABLE) for w in pair):  # PTX prints s32
+        assert re.search(rf"\b(x?or|add)\.[bsu]32\s+%r\d+, %r\d+, {word};", nf4), word
