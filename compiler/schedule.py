@@ -17,7 +17,7 @@ THREADS = 128
 PARAM_REGISTERS = 16  # registers for prefetched group parameters before the schedule trims prefetch
 SPLIT_K_VALUES = (1, 2, 3, 4, 6, 8, 12, 16)
 DECODE_BLOCKS_PER_SM = 3  # the m <= 16 kernel's blocks an SM at 4 bits (168 registers)
-MAX_SPLIT_SUPERBLOCKS = 40  # the longest K split that _ring_split and _table_decode_split take at 16 rows
+MAX_SPLIT_SUPERBLOCKS = 40  # the longest K split that _ring_split takes at 16 rows
 # the 17-64 row 4-bit float-A kernels by block_m: blocks an SM (128 and 168 registers), and the blocks an
 # SM that _busiest_sm_load counts as fast as 1 (a 32-row block multiplies half as much per weight byte)
 SMALL_M_RESIDENT = {32: 4, 64: 3}
@@ -362,29 +362,18 @@ def _decode_split(cfg, tiles: int, sms: int) -> int:
 
 def _table_decode_split(cfg, tiles: int, sms: int) -> int:
     """The K split of a 16-row grid of nf4 or fp4 weights (float A, one group a superblock or none):
-    the least loaded split (_least_loaded_split, the fewest on a tie), counting 4 blocks an SM as fast
-    as 1 without scales and 2 with them, then, with scales, more splits where one would hold more than
-    40 superblocks (the longest split _ring_split allows; at 8192x28672 4 splits of 56 took 1.10x the
-    time of 6).
+    the least loaded split (_least_loaded_split, the fewest on a tie), counting 2 blocks an SM as fast
+    as 1.
 
-    Without scales (variant 57): the best split or within 2% of it on 18 of 19 grids it was not fitted
-    on (1024-32000 columns, K 3072-16384, where the superblock rule of _decode_split is within 2% on
-    5; 0.80-0.97x its time on the 14 it makes faster by more than 2%, 1.04x at 12288x11008; geometric
-    mean 0.93) and on all 18 nf4 grids of the fourteenth session's 16-row sweep.
-    With g128 scales (variant 58): the best or within 2% on 19 of 22 grids of nf4 and fp4 at 4096-14336
-    columns and K 5120-28672 (the superblock rule: 9; geometric mean 1.007 of the best against 1.053)
-    and 13 of 15 grids at 1024-32000 columns, K 5120-16384 (8; 1.005 against 1.075). Above one tile an
-    SM the scaled grids keep the superblock rule: at 32000 columns 2 splits, which the load count ties
-    with 4, took 1.04-1.05x the time of 4 (the 40-superblock limit and this exception were chosen
-    after seeing those 15 grids). On 18 grids seen by neither (1536-16384 columns, K 4096-24576): best
-    or within 2% on 15 against the superblock rule's 2, 0.81-0.97x its time on 15, 1.04-1.12x on 3
-    (3072x7168 takes 6 splits where 4 were best), geometric mean 0.93."""
-    if not cfg.with_scaling:
-        return _least_loaded_split(tiles, k_steps(cfg), sms, saturating=4, margin=Fraction(1))
-    split = _least_loaded_split(tiles, k_steps(cfg), sms, saturating=2, margin=Fraction(1))
-    superblocks = k_superblocks(cfg)
-    return min([s for s in SPLIT_K_VALUES if split <= s and -(-superblocks // s) <= MAX_SPLIT_SUPERBLOCKS],
-               default=split)
+    Variant 61 (sweep25, after nf4's register table and fp4's bit decode): the best split or within 2%
+    of it on 37 of 44 grids (nf4 and fp4, with g128 scales and without, 4096-28672 columns, K 5120-28672;
+    geometric mean 1.017 of the best), against 23 for the two rules before it (variants 57 and 58: 4
+    blocks an SM as fast as 1 without scales, and with scales a split held to 40 superblocks, which
+    the table decode wanted and these decodes do not: 4 splits of 56 now beat 6 of 38 by 1.08x at
+    8192x28672). On 27 grids it was not fitted on (sweep26: 1024-32000 columns, K 4096-24576, most of
+    them unscaled nf4): the best or within 2% on 22 against the old rules' 12, geometric mean 1.015 of
+    the best against 1.063; it misses most at nf4 3072x7168 (6 splits, 1.24x the time of 4)."""
+    return _least_loaded_split(tiles, k_steps(cfg), sms, saturating=2, margin=Fraction(1))
 
 
 def _wide_n_decode(cfg, sms: int) -> bool:

@@ -629,9 +629,8 @@ def test_decode_split_128k_steps_and_4bit_long_k():
 
 def test_decode_split_table_formats():
     """16 rows, nf4 and fp4 (float A, one group a superblock or none): the least loaded split, the
-    fewest on a tie, counting 4 blocks an SM as fast as 1 without scales (variant 57) and 2 with them,
-    then at most 40 superblocks a split; scaled grids of more tiles than SMs and small groups keep the
-    superblock rule (variant 58)."""
+    fewest on a tie, counting 2 blocks an SM as fast as 1 (variant 61); scaled grids of more tiles than
+    SMs and small groups keep the superblock rule."""
     from lowbit.compiler.schedule import matmul_schedule
 
     def split(N, K, **fields):
@@ -639,14 +638,14 @@ def test_decode_split_table_formats():
 
     for table in ("nf4", "fp4_e2m1"):
         assert split(1024, 6144, W_dtype=table) == 6  # 48 steps of 128 k: 6 splits of 8
-        assert split(10240, 12288, W_dtype=table) == 8  # 80 tiles: 5 blocks an SM, (5/4) / 8 < 1 / 6 for 4 an SM
-        assert split(22016, 11008, W_dtype=table) == 3  # 172 tiles: 4 blocks an SM, 1 / 3, a tie with 6 splits' 2 / 6
-        assert split(32000, 5120, W_dtype=table) == 2  # 250 tiles: 2 and 4 splits load an SM alike
-        assert split(8192, 8192, W_dtype=table) == 8
+        assert split(10240, 12288, W_dtype=table) == 8  # 80 tiles: 5 blocks an SM, (5/2) / 8 < 1 / 3 for 3 or 6 splits
+        assert split(22016, 11008, W_dtype=table) == 3  # 172 tiles: 4 blocks an SM, (4/2) / 3, a tie with 6 splits' 4 / 6
+        assert split(32000, 5120, W_dtype=table) == 1  # 250 tiles: 1 and 2 splits load an SM alike
+        assert split(8192, 8192, W_dtype=table) == 4  # 64 tiles: 4 and 8 splits tie
         scaled = dict(W_dtype=table, with_scaling=True, group_size=128)
         assert split(1024, 6144, **scaled) == 6 and split(8192, 8192, **scaled) == 4  # 64 tiles: 4, 6 and 8 tie
         assert split(11008, 14336, **scaled) == 3  # 86 tiles: 2 blocks an SM, 1 / 3, a tie with 6 splits' 2 / 6
-        assert split(8192, 28672, **scaled) == 6  # 4 splits would hold 56 superblocks each
+        assert split(8192, 28672, **scaled) == 4  # 56 superblocks a split: no limit on a split's length
         assert split(16896, 5120, **scaled) == 2 and split(17024, 5120, **scaled) == 4  # 132 tiles, then 133
         assert split(11008, 14336, **dict(scaled, group_size=64)) == 4  # 2 groups a superblock
 

@@ -496,7 +496,7 @@ DEFAULT_RULE_CASES = [  # (config fields, N, K, rows run (the first is the bucke
     # nf4 and fp4: the least loaded split (_table_decode_split)
     (dict(W_dtype="nf4"), 1000, 6100, (16, 11), dict(split_k=6, w_smem=1)),  # 47.7 steps of 128 k
     (dict(W_dtype="fp4_e2m1"), 21900, 5100, (16, 7), dict(split_k=3, w_smem=0)),  # 172 tiles x 3
-    (dict(W_dtype="nf4", with_bias=True), 31950, 3100, (16, 13), dict(split_k=2, w_smem=0)),  # 250 tiles x 2
+    (dict(W_dtype="nf4", with_bias=True), 31950, 3100, (16, 13), dict(split_k=1, w_smem=1)),  # 250 tiles, one split
     (dict(W_dtype="fp4_e2m1", with_scaling=True, group_size=128), 11000, 8192, (16, 5),
      dict(split_k=3, w_smem=1)),  # 86 tiles x 3
     (dict(W_dtype="nf4", with_scaling=True, group_size=128, with_bias=True), 5100, 13824, (16, 9),
