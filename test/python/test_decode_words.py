@@ -1,7 +1,7 @@
 """The GPU word decoders (passes/emitters/decode.py) run on the CPU: a small interpreter of the ops
 they emit (i32 arith, prmt and lop3 inline asm, float16 pair arithmetic) evaluates their registers for
-random words and every code in every position, against lowbit.formats.decode_codes rounded to float16
-(the kernels' nf4 table holds the float16 nearest each level)."""
+random words and every code in every position, against lowbit.formats.decode_codes (rounded to float16
+for the float decoders: the kernels' nf4 table holds the float16 nearest each level)."""
 from __future__ import annotations
 
 import re
@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from lowbit.formats import decode_codes, format_of
-from lowbit.passes.emitters.decode import decode_word_f16, decode_word_f16_offset
+from lowbit.passes.emitters.decode import decode_word_f16, decode_word_f16_offset, decode_word_s8, s8_scale_bits
 from lowbit.passes.emitters.ir import Emitter
 
 MASK = 0xFFFFFFFF
@@ -62,6 +62,7 @@ def _run(text: str, word: int) -> dict:
             op = rhs.split()[0]
             f = {"arith.andi": lambda a, b: a & b, "arith.ori": lambda a, b: a | b, "arith.xori": lambda a, b: a ^ b,
                  "arith.shli": lambda a, b: a << b & MASK, "arith.shrui": lambda a, b: a >> b,
+                 "arith.addi": lambda a, b: (a + b) & MASK, "arith.muli": lambda a, b: a * b & MASK,
                  "arith.subf": lambda a, b: a - b, "arith.mulf": lambda a, b: a * b}[op]
             env[name] = f(*args)
     return env
@@ -99,3 +100,18 @@ def test_offset_decoder_gives_offset_plus_value(W_dtype, offset):
         env = _run(e.text(), word)
         got = np.stack([env[r] for r in regs]).T.reshape(-1)
         np.testing.assert_array_equal(got.astype(np.float64), values[_codes(word, 4)], err_msg=f"word {word:#010x}")
+
+
+@pytest.mark.parametrize("W_dtype,K", [("int4", 4096), ("int4", 1 << 17), ("int2", 4096), ("int2", 1 << 17), ("uint4", 4096),
+                                       ("uint2", 4096), ("int1", 4096), ("uint1", 4096), ("int8", 4096)])
+def test_s8_decoder_gives_every_code_its_value(W_dtype, K):
+    """decode_word_s8's int8 lanes: the code's value, times 2**s8_scale_bits where K lets signed 2- and
+    4-bit codes be scaled (K = 2**17 does not)."""
+    bits, scale_bits = format_of(W_dtype).bits, s8_scale_bits(W_dtype, K)
+    values = decode_codes(torch.arange(1 << bits, dtype=torch.uint8), W_dtype).numpy().astype(np.int64) << scale_bits
+    e = Emitter(indent=0)
+    regs = decode_word_s8(e, "%word", W_dtype, scale_bits)
+    for word in _words(bits, np.random.default_rng()):
+        env = _run(e.text(), word)
+        lanes = np.array([env[r] for r in regs], dtype=np.uint32).view(np.int8).reshape(len(regs), 4)
+        np.testing.assert_array_equal(lanes.T.reshape(-1), values[_codes(word, bits)], err_msg=f"word {word:#010x}")
