@@ -242,8 +242,8 @@ class MatmulKernel:
     def _table(self) -> list[tuple[str, str]]:
         """The decode table's words (decode.table_constants) in ordinary registers. As constants ptxas
         keeps them in uniform registers and copies one into an ordinary register before most prmts that
-        read it (158 copies a loop iteration at m = 1); xored with a value ptxas cannot prove constant,
-        zero for every launch (m > 0), they stay in registers."""
+        read it (158 copies a loop iteration at m = 1); xored with tid & (m >> 31), zero for every row
+        count below 2^31 but not provably so, they stay in registers."""
         e = self.e
         zero = e.op(f"arith.andi {self.tid}, {e.op(f'arith.shrui %m, {e.i32(31)} : i32')} : i32")
         return [tuple(e.op(f"arith.xori {c}, {zero} : i32") for c in pair) for pair in table_constants(e, self.cfg["W_dtype"])]

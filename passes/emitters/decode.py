@@ -164,10 +164,10 @@ def table_constants(e: Emitter, W_dtype: str) -> list[tuple[str, str]]:
 
 def _decode_table_word(e: Emitter, word: str, sources: list[tuple[str, str]]) -> list[str]:
     """The eight 4-bit codes of an i32 `word` as their float16 table entries, in decode_word_f16's
-    register order, from `sources` (table_words' four pairs) with no memory access: a prmt with a
-    register selector looks up 4 codes at once in 8 bytes,
-    so each code's low 3 bits index the low and high bytes of entries 0-7 and of entries 8-15, and its
-    bit 3, spread to a byte mask by prmt's sign mode, picks between the two (22 instructions a word)."""
+    register order, from `sources` (table_words' four pairs) with no memory access. A prmt with a
+    register selector looks up 4 codes at once in 8 bytes, so each code's low 3 bits index the low and
+    high bytes of entries 0-7 and of entries 8-15, and its bit 3, spread to a byte mask by prmt's sign
+    mode, picks between the two (22 instructions a word)."""
     from .gpu import LUT_SELECT, lop3, prmt
 
     low3 = e.op(f"arith.andi {word}, {e.const(_i32(0x77777777), 'i32')} : i32")
