@@ -192,8 +192,8 @@ def test_cpu_kernel_builds_within_budget():
 @pytest.mark.parametrize("bucket", (1, 16, 256))
 def test_fp4_decodes_by_its_bits_nf4_by_register_table(bucket):
     """fp4 e2m1 codes become float16 by bit placement (magnitude mask 0x0E000E00, times 2^14); nf4 looks
-    its 16-entry table up with byte permutes of registers (selectors in registers, the table's bytes as
-    constants). Neither reads a table from shared memory."""
+    its 16-entry table up with byte permutes of registers (selectors and the table's bytes in registers).
+    Neither reads a table from shared memory."""
     def ptx(W):
         cfg = MatmulConfig(M=[bucket], N=512, K=1024, W_dtype=W, with_scaling=True, group_size=128)
         return gpu_pipeline.emit("matmul", cfg, "sm_90a", "ptx", matmul_schedule(cfg, bucket, "sm_90a"))
