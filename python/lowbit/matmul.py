@@ -25,8 +25,7 @@ class Matmul:
         self.config = config
         self.schedule = tuple(sorted((schedule or {}).items()))
         self._kernels: dict = {}  # (device, M bucket) -> kernel
-        self._kernel_of_m: dict = {}  # (device, m) -> the kernel of m's bucket (no bucket search per call)
-        self._last_weights = None  # (device, tensors given, weight operands, addresses) last checked
+        self._last_call = None  # the _CheckedCall of forward's last arguments
         if schedule:  # validate the overrides now, not at the first launch
             from lowbit.compiler.schedule import matmul_schedule
 
@@ -41,10 +40,9 @@ class Matmul:
                         TORCH_DTYPES[self._operands[name][1]] if name in self._operands else None)
                        for name in ("W", "scale", "zeros", "bias")]
         self._a_dtype, self._out_dtype = TORCH_DTYPES[config.A_dtype], TORCH_DTYPES[config.out_dtype]
-        self._last_a = None  # (A's last shape, its m, its output shape)
 
     def __getstate__(self):  # kernels are rebuilt (or loaded from the cache) after unpickling
-        return {**self.__dict__, "_kernels": {}, "_kernel_of_m": {}, "_last_weights": None}
+        return {**self.__dict__, "_kernels": {}, "_last_call": None}
 
     def __getattr__(self, name):  # every config field and property, as SPEC.md lists them
         if name != "config" and hasattr(MatmulConfig, name) or name in MatmulConfig.__dataclass_fields__:
@@ -123,54 +121,57 @@ class Matmul:
 
     # -- running --
     def forward(self, A, W, scale=None, zeros=None, bias=None, output=None) -> torch.Tensor:
-        cfg = self.config
-        if not (isinstance(A, torch.Tensor) and A.dtype is self._a_dtype and A.is_contiguous()):
-            check_tensor("A", A, cfg.A_dtype)
-        shape, last = A.shape, self._last_a
-        if last is not None and shape == last[0]:  # a decode loop calls with one shape: checked and derived once
-            m, out_shape = last[1], last[2]
-        else:
-            if A.dim() < 1 or shape[-1] != cfg.K:
-                raise ValueError(f"A must have shape [..., K={cfg.K}], got {list(shape)}")
-            m, out_shape = (A.numel() // cfg.K if cfg.K else 0), (*shape[:-1], cfg.N)
-            self._last_a = (shape, m, out_shape)  # one assignment: another thread sees all of it or none
-        device = A.device
-        weights, weight_ptrs = self._checked_weights(device, W, scale, zeros, bias)
+        call = self._last_call
+        # a decode loop calls with A of one shape on one device and the same weight tensors: then only
+        # what may differ between such calls is checked again (each torch attribute read costs 0.1-0.2 us)
+        if (call is None or W is not call.given[0] or scale is not call.given[1] or zeros is not call.given[2]
+                or bias is not call.given[3] or not isinstance(A, torch.Tensor) or A.dtype is not self._a_dtype
+                or A.shape != call.a_shape or A.device != call.device or not A.is_contiguous()):
+            call = self._check_call(A, W, scale, zeros, bias)
+        weight_ptrs = list(map(_data_ptr, call.weights))
+        if weight_ptrs != call.weight_ptrs:  # storage replaced in place (nn.Module.to, `.data =`): check it all
+            call = self._check_call(A, W, scale, zeros, bias)
+            weight_ptrs = call.weight_ptrs
         if output is None:
-            output = torch.empty(out_shape, dtype=self._out_dtype, device=device)
-        elif not (isinstance(output, torch.Tensor) and output.dtype is self._out_dtype and output.shape == out_shape
-                  and output.device == device and output.is_contiguous()):
-            check_tensor("output", output, cfg.out_dtype, out_shape, device)
+            output = torch.empty(call.out_shape, dtype=self._out_dtype, device=call.device)
+        elif not (isinstance(output, torch.Tensor) and output.dtype is self._out_dtype and output.shape == call.out_shape
+                  and output.device == call.device and output.is_contiguous()):
+            check_tensor("output", output, self.config.out_dtype, call.out_shape, call.device)
+        m = call.m
         if m == 0:
             return output
-        kernel = self._kernel_of_m.get((device, m))
-        if kernel is None:
-            kernel = self._kernel(device, m)
-        if A.is_cuda:  # not device.type, which costs about 0.7 us a call
+        if call.cuda:
             a_ptr = A.data_ptr()
             if a_ptr & 15:  # 16-byte copies of A rows
                 raise ValueError("A must start at a 16-byte aligned address for the GPU kernel "
                                  "(got a view at an offset; call .clone() first)")
-            kernel.launch([a_ptr, *weight_ptrs, output.data_ptr()], m)
+            call.kernel.launch([a_ptr, *weight_ptrs, output.data_ptr()], m)
         else:
-            kernel([A.view(m, cfg.K), *weights, output.view(m, cfg.N)])
+            call.kernel([A.view(m, self.config.K), *call.weights, output.view(m, self.config.N)])
         return output
 
+    def _check_call(self, A, W, scale, zeros, bias) -> "_CheckedCall":
+        """Checks forward's A and weights against the config, finds the kernel of A's rows and remembers
+        all of it for the next call (one assignment: another thread sees all of it or none)."""
+        cfg = self.config
+        if not (isinstance(A, torch.Tensor) and A.dtype is self._a_dtype and A.is_contiguous()):
+            check_tensor("A", A, cfg.A_dtype)
+        shape = A.shape
+        if A.dim() < 1 or shape[-1] != cfg.K:
+            raise ValueError(f"A must have shape [..., K={cfg.K}], got {list(shape)}")
+        m = A.numel() // cfg.K if cfg.K else 0
+        device = A.device
+        weights, ptrs = self._checked_weights(device, W, scale, zeros, bias)
+        kernel = self._kernel(device, m) if m else None
+        call = _CheckedCall(shape, device, device.type == "cuda", (W, scale, zeros, bias), weights, ptrs, m,
+                            (*shape[:-1], cfg.N), kernel)
+        self._last_call = call
+        return call
+
     def _checked_weights(self, device, W, scale, zeros, bias) -> tuple:
-        """(the weight operands forward passes on, their addresses), checked against the config. The
-        common case costs one expression per tensor (the detailed checks run only to name the error),
-        and the same tensors again at the same addresses on the same device (a layer's own weights)
-        skip even that."""
-        last = self._last_weights
-        if last is not None:
-            lw, ls, lz, lb = last[1]
-            if lw is W and ls is scale and lz is zeros and lb is bias and last[0] == device:
-                ptrs = list(map(_data_ptr, last[2]))
-                if ptrs == last[3]:
-                    return last[2], ptrs
-        given = (W, scale, zeros, bias)
+        """(the weight operands forward passes on, their addresses), checked against the config."""
         weights = []
-        for (name, shape, dtype), t in zip(self._specs, given):
+        for (name, shape, dtype), t in zip(self._specs, (W, scale, zeros, bias)):
             if shape is None:
                 if t is not None:
                     raise ValueError(f"{name} was given but this config takes none (see with_scaling/with_zeros/with_bias)")
@@ -185,16 +186,24 @@ class Matmul:
         if device.type == "cuda" and ptrs[0] & 15:  # 16-byte weight loads
             raise ValueError("W must start at a 16-byte aligned address for the GPU kernel "
                              "(got a view at an offset; call .clone() first)")
-        self._last_weights = (device, given, weights, ptrs)
         return weights, ptrs
 
     def _kernel(self, device: torch.device, m: int):
-        """The kernel of the M bucket of `m` rows (an error for m outside a static M), remembered for m."""
+        """The kernel of the M bucket of `m` rows (an error for m outside a static M)."""
         key = (device, self.config.bucket_for(m))
         if key not in self._kernels:
             self._kernels[key] = kernel_for("matmul", self.config, device, key[1], self.schedule)
-        self._kernel_of_m[(device, m)] = self._kernels[key]
         return self._kernels[key]
 
     __call__ = forward
 
+
+class _CheckedCall:
+    """What Matmul.forward checked and derived for one set of arguments: A's shape and device, the
+    weight tensors given and the operands made of them with their addresses, the row count m, the
+    output's shape and the kernel of m."""
+    __slots__ = ("a_shape", "device", "cuda", "given", "weights", "weight_ptrs", "m", "out_shape", "kernel")
+
+    def __init__(self, a_shape, device, cuda, given, weights, weight_ptrs, m, out_shape, kernel):
+        self.a_shape, self.device, self.cuda, self.given = a_shape, device, cuda, given
+        self.weights, self.weight_ptrs, self.m, self.out_shape, self.kernel = weights, weight_ptrs, m, out_shape, kernel

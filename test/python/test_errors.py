@@ -93,6 +93,27 @@ def test_weights_checked_again_after_in_place_changes():
     expect(ValueError, ["scale", "[64, 4]"], lambda: op(A, W, scale=scale))
 
 
+def test_forward_checks_again_what_differs_from_the_last_call():
+    """After a valid call, a call with A of the same shape still checks A's dtype, layout and device
+    and the output's, and the next valid call computes afresh (not the remembered call's result)."""
+    cfg = MatmulConfig(M=[1, 16], N=64, K=128, W_dtype="int4", with_scaling=True, group_size=32)
+    op = Matmul(cfg)
+    W = op.transform_weight(torch.randint(-8, 8, (64, 128)))
+    scale = torch.rand(64, 4).to(torch.float16)
+    A = torch.randn(2, 128).to(torch.float16)
+    out = torch.empty(2, 64, dtype=torch.float16)
+    op(A, W, scale=scale, output=out)
+    expect(TypeError, ["A", "float16", "float32"], lambda: op(A.float(), W, scale=scale, output=out))
+    expect(ValueError, ["A", "contiguous"], lambda: op(torch.empty(128, 2, dtype=torch.float16).t(), W, scale=scale))
+    expect(ValueError, ["meta"], lambda: op(A.to("meta"), W, scale=scale))
+    expect(TypeError, ["output", "float32"], lambda: op(A, W, scale=scale, output=out.float()))
+    expect(ValueError, ["output", "meta"], lambda: op(A, W, scale=scale, output=torch.empty_like(out, device="meta")))
+    A2 = torch.randn(2, 128).to(torch.float16)
+    out.fill_(float("nan"))
+    op(A2, W, scale=scale, output=out)
+    assert torch.equal(out, Matmul(cfg)(A2, W, scale=scale))
+
+
 def test_native_W_wrong_dtype():
     op = Matmul(MatmulConfig(N=32, K=64))
     A = torch.zeros(2, 64, dtype=torch.float16)

@@ -182,8 +182,8 @@ def test_opt_M_buckets(rng, monkeypatch):
     monkeypatch.setattr(mm, "kernel_for", spy)
 
     def run(layer, A):
-        for cache in ("_kernels", "_kernel_of_m"):  # Matmul caches kernels per bucket and per m: look up afresh
-            getattr(layer.matmul, cache, {}).clear()
+        layer.matmul._kernels.clear()  # Matmul caches kernels per bucket and its last call's: look up afresh
+        layer.matmul._last_call = None
         seen.clear()
         return layer(A)
 
