@@ -1,7 +1,7 @@
 """Loads PTX through the CUDA driver (cuda-python) and launches kernels on torch's current stream.
 
 Kernels use the bare-pointer ABI: one pointer per tensor, then i32 scalars (the row count m of a matmul).
-A kernel using more than 48 KB of dynamic shared memory is opted into it when loaded.
+A kernel whose static and dynamic shared memory together exceed 48 KB is opted into it when loaded.
 Needs no MLIR.
 """
 from __future__ import annotations
@@ -62,8 +62,15 @@ class CudaKernel:
             _ensure_context(device)
             self.module = check(driver.cuModuleLoadData(ptx.encode() + b"\0"))
             self.function = check(driver.cuModuleGetFunction(self.module, name.encode()))
-            if shared_bytes > STATIC_SHARED_LIMIT:  # dynamic shared memory beyond 48 KB must be opted into
-                attr = driver.CUfunction_attribute
+            attr = driver.CUfunction_attribute
+            static_bytes = check(driver.cuFuncGetAttribute(attr.CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES, self.function))
+            if static_bytes + shared_bytes > STATIC_SHARED_LIMIT:  # beyond 48 KB a block must be opted in
+                limit = check(driver.cuDeviceGetAttribute(
+                    driver.CUdevice_attribute.CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN,
+                    check(driver.cuDeviceGet(device.index))))
+                if static_bytes + shared_bytes > limit:
+                    raise CudaError(f"kernel {name} needs {static_bytes} bytes of static and {shared_bytes} of dynamic "
+                                    f"shared memory; a block on {device} gets at most {limit}")
                 check(driver.cuFuncSetAttribute(self.function, attr.CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
                                                 shared_bytes))
                 # prefer the largest shared-memory carveout so that several such blocks fit on an SM

@@ -93,3 +93,26 @@ def test_launch_hands_the_driver_its_config_and_parameters():
         ((16, 3, 4), (128, 1, 1), 4096, 0x2220, 0, 0xABC0, [5 << 40, 6 << 40, 7 << 40, 9], None),
     ]
     assert devices == [0, 0, 0]
+
+
+@pytest.mark.gpu
+def test_gpu_kernel_with_static_and_dynamic_shared_memory_over_48KB(seed):
+    """A kernel's static shared memory counts toward the 48 KB a block gets without the opt-in: 40 KB
+    static plus 16 KB dynamic loads, launches and computes; more than the device allows is an error
+    that names both sizes."""
+    import pathlib
+
+    import torch
+
+    from lowbit.runtime.cuda import CudaError, CudaKernel
+
+    ptx = (pathlib.Path(__file__).parent / "data" / "static_and_dynamic_smem.ptx").read_text()
+    device = torch.device("cuda", 0)
+    kernel = CudaKernel(ptx, "static_and_dynamic", device, 128, 16 * 1024)
+    n = seed % 1000
+    out = torch.full((128,), -1, dtype=torch.int32, device=device)
+    kernel.launch((1, 1, 1), (out.data_ptr(), n))
+    tid = torch.arange(128, dtype=torch.int32, device=device)
+    assert torch.equal(out, 2 * tid + n)
+    with pytest.raises(CudaError, match="40960 bytes of static and 204800 of dynamic"):
+        CudaKernel(ptx, "static_and_dynamic", device, 128, 200 * 1024)
