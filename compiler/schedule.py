@@ -247,12 +247,16 @@ def matmul_schedule(cfg, bucket: int, target: str, **overrides) -> MatmulSchedul
         # 28672x8192); nor where the group parameters already hold the prefetch to 1 (int4 g32, 2-bit
         # g32: nothing to free). float16 weights (72 registers) take the 2 splits with both iterations
         # ahead: 0.88-0.93x the time of 4 splits on 5 shapes (variant 48; one ahead 0.92-0.97x)
+        one_ahead = (not cfg.with_zeros or zeros_before_mma(cfg)) and fmt.kind in ("int", "uint") \
+            and 2 * param_words(cfg, warp_n_tiles) <= PARAM_REGISTERS
         if _wide_n_decode(cfg, sms):
             if fmt.bits == 16:
                 split_k = 2
-            elif (not cfg.with_zeros or zeros_before_mma(cfg)) and fmt.kind in ("int", "uint") \
-                    and 2 * param_words(cfg, warp_n_tiles) <= PARAM_REGISTERS:
+            elif one_ahead:
                 split_k, prefetch = 2, 1
+        elif one_ahead and fmt.bits == 4 and sms < tiles and k_superblocks(cfg) > MAX_SPLIT_SUPERBLOCKS \
+                and _one_wave_split(tiles, sms):
+            split_k, prefetch = _one_wave_split(tiles, sms), 1
     elif bucket <= 64:  # 128 columns a block (A re-read half as often as with 64), K split to fill the SMs
         block_m, warp_n_tiles, warps_k, prefetch = (32 if bucket <= 32 else 64), 4, 1, 1
     else:  # wider tiles, fewer re-reads of A and W from L2: 128 rows above 256 where two A stages fit
@@ -374,6 +378,17 @@ def _table_decode_split(cfg, tiles: int, sms: int) -> int:
     them unscaled nf4): the best or within 2% on 22 against the old rules' 12, geometric mean 1.015 of
     the best against 1.063; it misses most at nf4 3072x7168 (6 splits, 1.24x the time of 4)."""
     return _least_loaded_split(tiles, k_steps(cfg), sms, saturating=2, margin=Fraction(1))
+
+
+def _one_wave_split(tiles: int, sms: int) -> int:
+    """The K split of a 16-row grid of 4-bit integer weights with more 128-column tiles than SMs but
+    too few for the wide-N schedule (133-198 on 132 SMs), one iteration of weights ahead: the most
+    splits, 3 or 2, whose blocks fit one wave of DECODE_BLOCKS_PER_SM + 1 blocks an SM. The 4 splits
+    before ran two waves of 3 (variant 66, int4 g128 and uint4 g128 zeros at 136-198 tiles, K 8192
+    and 14336: 3 splits up to 176 tiles and 2 above were the best or within 2.4% of it, the old 4
+    splits 1.00-1.30x their time). Where K has at most MAX_SPLIT_SUPERBLOCKS superblocks, zero-free
+    grids take the ring's single split instead (_weight_ring). 0 where 2 splits overflow that wave."""
+    return max((s for s in (2, 3) if s * tiles <= (DECODE_BLOCKS_PER_SM + 1) * sms), default=0)
 
 
 def _wide_n_decode(cfg, sms: int) -> bool:

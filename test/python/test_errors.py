@@ -701,6 +701,31 @@ def test_decode_wide_n_fits_one_wave():
     assert sched(28672, int4, "sm_80") == (4, 2)  # 108 SMs: 2 x 224 tiles overflow a wave of 4 an SM
 
 
+def test_decode_one_wave_split():
+    """m <= 16, 4-bit integer weights on more 128-column tiles than SMs but too few for the wide-N
+    schedule: one iteration of weights ahead and the most splits, 3 or 2, that fit one wave of 4
+    blocks an SM; not where K has at most 40 superblocks (the ring's single split, or the old 4 splits
+    with zeros), nor small groups, decode tables or 16-bit weights."""
+    from lowbit.compiler.schedule import matmul_schedule
+
+    def sched(N, fields, K=8192, target="sm_90a"):
+        s = matmul_schedule(MatmulConfig(M=[16], N=N, K=K, **fields), 16, target)
+        return s.split_k, s.w_prefetch, s.w_smem
+
+    int4 = dict(W_dtype="int4", with_scaling=True, group_size=128)
+    uint4_zeros = dict(int4, W_dtype="uint4", with_zeros=True)
+    assert sched(16896, int4) == (2, 2, 1) and sched(16896, uint4_zeros) == (4, 2, 0)  # 132 tiles: as before
+    assert sched(17024, int4) == (3, 1, 0) and sched(22528, int4) == (3, 1, 0)  # 133 and 176 tiles x 3 <= 528
+    assert sched(22656, int4) == (2, 1, 0) and sched(25344, int4) == (2, 1, 0)  # 177 and 198 tiles x 2
+    assert sched(25344, uint4_zeros) == (2, 1, 0) and sched(17920, uint4_zeros, K=28672) == (3, 1, 0)
+    assert sched(17920, dict(int4, W_dtype="uint4")) == (3, 1, 0)
+    assert sched(17920, int4, K=5120) == (1, 2, 1) and sched(17920, uint4_zeros, K=5120) == (4, 2, 0)  # 40 superblocks
+    assert sched(17920, int4, K=5248) == (3, 1, 0)  # 41
+    assert sched(17920, dict(int4, group_size=32)) == (4, 1, 0)
+    assert sched(17920, dict(W_dtype="nf4")) == (8, 2, 0) and sched(17920, dict(W_dtype="float16")) == (4, 2, 0)
+    assert sched(17920, int4, target="sm_80") == (3, 1, 0)  # 108 SMs: 140 x 3 = 420 <= 432
+
+
 def test_attention_default_fits_every_target():
     """The default attention schedule fits the shared memory a block may use on every target: where the
     H100's choice does not (head dim 128 on sm_80's 163 KB with 8 warps, on sm_86/89's 99 KB with 64-key

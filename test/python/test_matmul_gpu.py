@@ -488,6 +488,11 @@ DEFAULT_RULE_CASES = [  # (config fields, N, K, rows run (the first is the bucke
      dict(split_k=1, w_smem=1, stages=3)),
     (dict(W_dtype="int2"), 16384, 8064, (16, 9), dict(split_k=2, w_smem=1, stages=3)),
     (dict(W_dtype="float16"), 28680, 4096, (16, 9), dict(split_k=2, w_prefetch=2, w_smem=0)),  # wide N
+    # 16 rows, 133-198 tiles: the most splits of one wave of 4 blocks an SM (compiler.schedule._one_wave_split)
+    (dict(W_dtype="int4", with_scaling=True, group_size=128), 17000, 5376, (16, 11),
+     dict(split_k=3, w_prefetch=1, w_smem=0)),  # 133 tiles x 3, 42 superblocks
+    (dict(W_dtype="uint4", with_scaling=True, with_zeros=True, group_size=128, with_bias=True), 23000, 5248, (16, 5),
+     dict(split_k=2, w_prefetch=1, w_smem=0)),  # 180 tiles x 2
     # 16 rows: 4-bit long K in 8 splits, 2-bit weights split by 128 k (compiler.schedule._decode_split)
     (dict(W_dtype="uint4", with_scaling=True, with_zeros=True, group_size=128), 4104, 10240, (16, 9),
      dict(split_k=8, w_smem=1)),
