@@ -17,7 +17,7 @@ THREADS = 128
 PARAM_REGISTERS = 16  # registers for prefetched group parameters before the schedule trims prefetch
 SPLIT_K_VALUES = (1, 2, 3, 4, 6, 8, 12, 16)
 DECODE_BLOCKS_PER_SM = 3  # the m <= 16 kernel's blocks an SM at 4 bits (168 registers)
-MAX_SPLIT_SUPERBLOCKS = 40  # the longest K split that _ring_split takes at 16 rows
+MAX_SPLIT_SUPERBLOCKS = 40  # the longest K split that _ring_split takes at 16 rows (_one_wave_split leaves such K to it)
 # the 17-64 row 4-bit float-A kernels by block_m: blocks an SM (128 and 168 registers), and the blocks an
 # SM that _busiest_sm_load counts as fast as 1 (a 32-row block multiplies half as much per weight byte)
 SMALL_M_RESIDENT = {32: 4, 64: 3}
@@ -217,7 +217,7 @@ def matmul_schedule(cfg, bucket: int, target: str, **overrides) -> MatmulSchedul
     thread. m <= 16: 128 columns a block (the 16 rows of A are read once per 128 weight columns) and
     K split over up to 4 blocks to keep the block count up; a long K over more, up to the blocks one
     wave holds on the target's reference device (_decode_split); a wide N over 2 with fewer registers,
-    one wave.
+    one wave, and 4-bit integer weights on a little more tiles than SMs over 3 or 2 (_one_wave_split).
     Decode grids of at most 2 blocks an SM (6 for the 4-bit fold kernels at 8 rows), and some grids of
     many waves at 8 rows, take the weights through the shared-memory stages, see _weight_ring. Decode
     blocks apply group scales after or before the mma, see _scale_place. Up to 64 rows: 32 or 64 rows x
@@ -386,7 +386,9 @@ def _one_wave_split(tiles: int, sms: int) -> int:
     splits, 3 or 2, whose blocks fit one wave of DECODE_BLOCKS_PER_SM + 1 blocks an SM. The 4 splits
     before ran two waves of 3 (variant 66, int4 g128 and uint4 g128 zeros at 136-198 tiles, K 8192
     and 14336: 3 splits up to 176 tiles and 2 above were the best or within 2.4% of it, the old 4
-    splits 1.00-1.30x their time). Where K has at most MAX_SPLIT_SUPERBLOCKS superblocks, zero-free
+    splits 1.00-1.30x their time; on 30 grids it was not fitted on, 140-194 tiles at K 6144-28672 in
+    int4, uint4 and uint4 zeros g128: 0.73-0.98x the old time, the best of 2 and 3 splits on 29 and
+    within 1.7% on one). Where K has at most MAX_SPLIT_SUPERBLOCKS superblocks, zero-free
     grids take the ring's single split instead (_weight_ring). 0 where 2 splits overflow that wave."""
     return max((s for s in (2, 3) if s * tiles <= (DECODE_BLOCKS_PER_SM + 1) * sms), default=0)
 
