@@ -126,12 +126,11 @@ class Matmul:
         # what may differ between such calls is checked again (each torch attribute read costs 0.1-0.2 us)
         if (call is None or W is not call.given[0] or scale is not call.given[1] or zeros is not call.given[2]
                 or bias is not call.given[3] or not isinstance(A, torch.Tensor) or A.dtype is not self._a_dtype
-                or A.shape != call.a_shape or A.device != call.device or not A.is_contiguous()):
+                or A.shape != call.a_shape or A.device != call.device or not A.is_contiguous()
+                # storage replaced in place (nn.Module.to, `.data =`): check it all
+                or list(map(_data_ptr, call.weights)) != call.weight_ptrs):
             call = self._check_call(A, W, scale, zeros, bias)
-        weight_ptrs = list(map(_data_ptr, call.weights))
-        if weight_ptrs != call.weight_ptrs:  # storage replaced in place (nn.Module.to, `.data =`): check it all
-            call = self._check_call(A, W, scale, zeros, bias)
-            weight_ptrs = call.weight_ptrs
+        weight_ptrs = call.weight_ptrs
         if output is None:
             output = torch.empty(call.out_shape, dtype=self._out_dtype, device=call.device)
         elif not (isinstance(output, torch.Tensor) and output.dtype is self._out_dtype and output.shape == call.out_shape
