@@ -255,8 +255,8 @@ def matmul_schedule(cfg, bucket: int, target: str, **overrides) -> MatmulSchedul
             elif one_ahead:
                 split_k, prefetch = 2, 1
         elif one_ahead and fmt.bits == 4 and sms < tiles and k_superblocks(cfg) > MAX_SPLIT_SUPERBLOCKS \
-                and _one_wave_split(tiles, sms):
-            split_k, prefetch = _one_wave_split(tiles, sms), 1
+                and (one_wave := _one_wave_split(tiles, sms)):
+            split_k, prefetch = one_wave, 1
     elif bucket <= 64:  # 128 columns a block (A re-read half as often as with 64), K split to fill the SMs
         block_m, warp_n_tiles, warps_k, prefetch = (32 if bucket <= 32 else 64), 4, 1, 1
     else:  # wider tiles, fewer re-reads of A and W from L2: 128 rows above 256 where two A stages fit
