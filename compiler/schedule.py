@@ -217,7 +217,9 @@ def matmul_schedule(cfg, bucket: int, target: str, **overrides) -> MatmulSchedul
     thread. m <= 16: 128 columns a block (the 16 rows of A are read once per 128 weight columns) and
     K split over up to 4 blocks to keep the block count up; a long K over more, up to the blocks one
     wave holds on the target's reference device (_decode_split); a wide N over 2 with fewer registers,
-    one wave, and 4-bit integer weights on a little more tiles than SMs over 3 or 2 (_one_wave_split).
+    one wave, 4-bit integer weights on a little more tiles than SMs over 3 or 2 (_one_wave_split), and
+    2- and 4-bit integer weights on more tiles than 2 splits fit in a wave not at all
+    (_wider_than_wave_decode).
     Decode grids of at most 2 blocks an SM (6 for the 4-bit fold kernels at 8 rows), and some grids of
     many waves at 8 rows, take the weights through the shared-memory stages, see _weight_ring. Decode
     blocks apply group scales after or before the mma, see _scale_place. Up to 64 rows: 32 or 64 rows x
@@ -254,6 +256,13 @@ def matmul_schedule(cfg, bucket: int, target: str, **overrides) -> MatmulSchedul
                 split_k = 2
             elif one_ahead:
                 split_k, prefetch = 2, 1
+        elif _wider_than_wave_decode(cfg, tiles, sms):
+            split_k = 1
+            # int4 with groups holds 3 blocks an SM with 2 iterations ahead (138 registers), 4 with one
+            # (122): one ahead where 4 blocks an SM run fewer rounds of the tiles than 3
+            if one_ahead and fmt.kind == "int" and fmt.bits == 4 and cfg.with_scaling \
+                    and _rounds(tiles, sms, DECODE_BLOCKS_PER_SM + 1) < _rounds(tiles, sms, DECODE_BLOCKS_PER_SM):
+                prefetch = 1
         elif one_ahead and fmt.bits == 4 and sms < tiles and k_superblocks(cfg) > MAX_SPLIT_SUPERBLOCKS \
                 and (one_wave := _one_wave_split(tiles, sms)):
             split_k, prefetch = one_wave, 1
@@ -401,6 +410,22 @@ def _wide_n_decode(cfg, sms: int) -> bool:
     tiles = -(-cfg.N // 128)
     wave = DECODE_BLOCKS_PER_SM * sms // tiles  # splits one wave holds
     return wave < 2 and 2 * tiles <= (DECODE_BLOCKS_PER_SM + 1) * sms and k_superblocks(cfg) >= 16
+
+
+def _wider_than_wave_decode(cfg, tiles: int, sms: int) -> bool:
+    """Whether a 16-row grid of 2- or 4-bit integer weights has more 128-column tiles than the wide-N
+    schedule's wave holds in 2 splits (above 264 tiles, 33.8 K columns, on 132 SMs). matmul_schedule
+    then takes one split: the K splits of _decode_split (4 at K >= 4096) ran 4-16 rounds of blocks an
+    SM where 1 split runs 1-4. Variant 67: 0.62-0.94x the time of the 4 splits on 9 shapes of 280-1187
+    tiles in int4 g128, 0.75-0.96x in uint4 g128 zeros, 0.68-0.99x in uint4 g128 and 0.81-0.97x in
+    int2 (3 shapes), 0.80x in int2 x int8 (one shape); nf4 measured 1.15-1.32x slower so on 2 of 3."""
+    fmt = format_of(cfg.W_dtype)
+    return fmt.kind in ("int", "uint") and fmt.bits in (2, 4) and 2 * tiles > (DECODE_BLOCKS_PER_SM + 1) * sms
+
+
+def _rounds(tiles: int, sms: int, blocks_per_sm: int) -> int:
+    """Rounds of resident blocks that the busiest SM runs for one block a tile."""
+    return -(-(-(-tiles // sms)) // blocks_per_sm)
 
 
 def _small_m_split(cfg, superblock: int, tiles: int, block_m: int, row_blocks: int, sms: int) -> int:

@@ -696,9 +696,9 @@ def test_decode_wide_n_fits_one_wave():
     assert sched(28672, dict(W_dtype="nf4")) == (4, 2)
     assert sched(28672, dict(W_dtype="float16")) == (2, 2)  # 2 splits, both iterations ahead
     assert sched(8192, dict(W_dtype="float16"), split_k=3) == (3, 2)
-    assert sched(128256, int4) == (4, 2)
+    assert sched(128256, int4) == (1, 1)  # wider than the wave (test_decode_wider_than_wave_split)
     assert sched(8192, int4) == (4, 2)
-    assert sched(28672, int4, "sm_80") == (4, 2)  # 108 SMs: 2 x 224 tiles overflow a wave of 4 an SM
+    assert sched(28672, int4, "sm_80") == (1, 2)  # 108 SMs: 224 tiles are wider than a wave of 2 splits
 
 
 def test_decode_one_wave_split():
@@ -724,6 +724,33 @@ def test_decode_one_wave_split():
     assert sched(17920, dict(int4, group_size=32)) == (4, 1, 0)
     assert sched(17920, dict(W_dtype="nf4")) == (8, 2, 0) and sched(17920, dict(W_dtype="float16")) == (4, 2, 0)
     assert sched(17920, int4, target="sm_80") == (3, 1, 0)  # 108 SMs: 140 x 3 = 420 <= 432
+
+
+def test_decode_wider_than_wave_split():
+    """m <= 16, 2- and 4-bit integer weights on more 128-column tiles than the wide-N schedule's 2
+    splits fit in a wave of 4 blocks an SM (above 264 tiles on 132 SMs): one split; int4 with groups
+    one iteration of weights ahead where 4 blocks an SM run fewer rounds of the tiles than 3, else two;
+    not decode tables or 16-bit weights."""
+    from lowbit.compiler.schedule import matmul_schedule
+
+    def sched(N, fields, K=8192, target="sm_90a"):
+        s = matmul_schedule(MatmulConfig(M=[16], N=N, K=K, **fields), 16, target)
+        return s.split_k, s.w_prefetch
+
+    int4 = dict(W_dtype="int4", with_scaling=True, group_size=128)
+    assert sched(33792, int4) == (2, 1) and sched(33920, int4) == (1, 2)  # 264 tiles (wide N), then 265
+    assert sched(50688, int4) == (1, 2) and sched(50816, int4) == (1, 1)  # 396 tiles: 3 an SM; 397: 4 an SM
+    assert sched(67584, int4) == (1, 1) and sched(67712, int4) == (1, 2)  # 528 tiles: 1 round of 4; 529: 2 and 2
+    assert sched(128256, int4, K=4096) == (1, 1) and sched(151936, int4, K=3584) == (1, 2)  # 8 an SM; 9
+    assert sched(41472, int4, target="sm_80") == (1, 2) and sched(41600, int4, target="sm_80") == (1, 1)  # 108 SMs
+    assert sched(41600, int4) == (1, 2)  # 325 tiles on 132 SMs: 3 an SM
+    for fields in (dict(int4, W_dtype="uint4"), dict(int4, W_dtype="uint4", with_zeros=True), dict(W_dtype="int4"),
+                   dict(W_dtype="int2"), dict(W_dtype="uint2"),
+                   dict(W_dtype="int2", A_dtype="int8", accum_dtype="int32", out_dtype="int32")):
+        assert sched(57344, fields) == (1, 2), fields
+    assert sched(57344, dict(int4, group_size=32)) == (1, 1)  # small groups: their parameters hold one ahead
+    assert sched(57344, dict(W_dtype="nf4")) == (2, 2) and sched(57344, dict(W_dtype="float16"))[0] == 4
+    assert sched(57344, dict(W_dtype="int1")) == (2, 2)  # _decode_split's
 
 
 def test_attention_default_fits_every_target():

@@ -493,6 +493,12 @@ DEFAULT_RULE_CASES = [  # (config fields, N, K, rows run (the first is the bucke
      dict(split_k=3, w_prefetch=1, w_smem=0)),  # 133 tiles x 3, 42 superblocks
     (dict(W_dtype="uint4", with_scaling=True, with_zeros=True, group_size=128, with_bias=True), 23000, 5248, (16, 5),
      dict(split_k=2, w_prefetch=1, w_smem=0)),  # 180 tiles x 2
+    # 16 rows, above 264 tiles: one split; int4 g128 one iteration ahead where 4 blocks an SM take fewer
+    # rounds than 3 (compiler.schedule._wider_than_wave_decode)
+    (dict(W_dtype="int4", with_scaling=True, group_size=128), 50816, 2048, (16, 7),
+     dict(split_k=1, w_prefetch=1, w_smem=0)),  # 397 tiles: 4 an SM
+    (dict(W_dtype="uint4", with_scaling=True, with_zeros=True, group_size=128, with_bias=True), 34000, 4096, (16, 9),
+     dict(split_k=1, w_prefetch=2, w_smem=0)),  # 266 tiles, the last partial
     # 16 rows: 4-bit long K in 8 splits, 2-bit weights split by 128 k (compiler.schedule._decode_split)
     (dict(W_dtype="uint4", with_scaling=True, with_zeros=True, group_size=128), 4104, 10240, (16, 9),
      dict(split_k=8, w_smem=1)),
