@@ -415,10 +415,12 @@ def _wide_n_decode(cfg, sms: int) -> bool:
 def _wider_than_wave_decode(cfg, tiles: int, sms: int) -> bool:
     """Whether a 16-row grid of 2- or 4-bit integer weights has more 128-column tiles than the wide-N
     schedule's wave holds in 2 splits (above 264 tiles, 33.8 K columns, on 132 SMs). matmul_schedule
-    then takes one split: the K splits of _decode_split (4 at K >= 4096) ran 4-16 rounds of blocks an
-    SM where 1 split runs 1-4. Variant 67: 0.62-0.94x the time of the 4 splits on 9 shapes of 280-1187
-    tiles in int4 g128, 0.75-0.96x in uint4 g128 zeros, 0.68-0.99x in uint4 g128 and 0.81-0.97x in
-    int2 (3 shapes), 0.80x in int2 x int8 (one shape); nf4 measured 1.15-1.32x slower so on 2 of 3."""
+    then takes one split: the 3-4 K splits of _decode_split multiplied the blocks, each with a quarter
+    or a third of a tile's K and a fixup, on grids that fill the SMs with one split. Variant 67:
+    0.62-0.91x the time of the 3-4 splits on 9 shapes of 280-1187 tiles in int4 g128, 0.75-0.96x in
+    uint4 g128 zeros, 0.68-0.99x in uint4 g128 and 0.81-0.97x in int2 (3 shapes), 0.80x in int2 x
+    int8 (one shape); nf4 measured 1.15-1.32x slower so on 2 of 3. On 24 grids it was not fitted on
+    (272-2000 tiles): 0.64-1.00x, and int2 1.05x on one."""
     fmt = format_of(cfg.W_dtype)
     return fmt.kind in ("int", "uint") and fmt.bits in (2, 4) and 2 * tiles > (DECODE_BLOCKS_PER_SM + 1) * sms
 
