@@ -218,7 +218,7 @@ def matmul_schedule(cfg, bucket: int, target: str, **overrides) -> MatmulSchedul
     K split over up to 4 blocks to keep the block count up; a long K over more, up to the blocks one
     wave holds on the target's reference device (_decode_split); a wide N over 2 with fewer registers,
     one wave, 4-bit integer weights on a little more tiles than SMs over 3 or 2 (_one_wave_split), and
-    2- and 4-bit integer weights on more tiles than 2 splits fit in a wave not at all
+    2-, 4- and 8-bit integer and 16-bit weights on more tiles than 2 splits fit in a wave not at all
     (_wider_than_wave_decode).
     Decode grids of at most 2 blocks an SM (6 for the 4-bit fold kernels at 8 rows), and some grids of
     many waves at 8 rows, take the weights through the shared-memory stages, see _weight_ring. Decode
@@ -413,16 +413,19 @@ def _wide_n_decode(cfg, sms: int) -> bool:
 
 
 def _wider_than_wave_decode(cfg, tiles: int, sms: int) -> bool:
-    """Whether a 16-row grid of 2- or 4-bit integer weights has more 128-column tiles than the wide-N
-    schedule's wave holds in 2 splits (above 264 tiles, 33.8 K columns, on 132 SMs). matmul_schedule
+    """Whether a 16-row grid of 2-, 4- or 8-bit integer or 16-bit weights has more 128-column tiles than
+    the wide-N schedule's wave holds in 2 splits (above 264 tiles, 33.8 K columns, on 132 SMs). matmul_schedule
     then takes one split: the 3-4 K splits of _decode_split multiplied the blocks, each with a quarter
     or a third of a tile's K and a fixup, on grids that fill the SMs with one split. Variant 67:
     0.62-0.91x the time of the 3-4 splits on 9 shapes of 280-1187 tiles in int4 g128, 0.75-0.96x in
     uint4 g128 zeros, 0.68-0.99x in uint4 g128 and 0.81-0.97x in int2 (3 shapes), 0.80x in int2 x
     int8 (one shape); nf4 measured 1.15-1.32x slower so on 2 of 3. On 24 grids it was not fitted on
-    (272-2000 tiles): 0.64-1.00x, and int2 1.05x on one."""
+    (272-2000 tiles): 0.64-1.00x, and int2 1.05x on one. 8- and 16-bit weights (variant 67b, 3 shapes of
+    280-1002 tiles): float16 0.90-0.98x, int8 0.86-1.00x, int8 x int8 0.81-0.98x; on 6 grids not
+    fitted on @UNSEEN."""
     fmt = format_of(cfg.W_dtype)
-    return fmt.kind in ("int", "uint") and fmt.bits in (2, 4) and 2 * tiles > (DECODE_BLOCKS_PER_SM + 1) * sms
+    return (fmt.kind in ("int", "uint") and fmt.bits in (2, 4, 8) or fmt.bits == 16) \
+        and 2 * tiles > (DECODE_BLOCKS_PER_SM + 1) * sms
 
 
 def _rounds(tiles: int, sms: int, blocks_per_sm: int) -> int:
