@@ -422,7 +422,7 @@ def _wider_than_wave_decode(cfg, tiles: int, sms: int) -> bool:
     int8 (one shape); nf4 measured 1.15-1.32x slower so on 2 of 3. On 24 grids it was not fitted on
     (272-2000 tiles): 0.64-1.00x, and int2 1.05x on one. 8- and 16-bit weights (variant 67b, 3 shapes of
     280-1002 tiles): float16 0.90-0.98x, int8 0.86-1.00x, int8 x int8 0.81-0.98x; on 6 grids not
-    fitted on @UNSEEN."""
+    fitted on (272-1188 tiles): 0.83-0.98x."""
     fmt = format_of(cfg.W_dtype)
     return (fmt.kind in ("int", "uint") and fmt.bits in (2, 4, 8) or fmt.bits == 16) \
         and 2 * tiles > (DECODE_BLOCKS_PER_SM + 1) * sms
