@@ -16,7 +16,7 @@ SHARED_LIMIT = 48 * 1024  # shared memory per block without an opt-in
 THREADS = 128
 PARAM_REGISTERS = 16  # registers for prefetched group parameters before the schedule trims prefetch
 SPLIT_K_VALUES = (1, 2, 3, 4, 6, 8, 12, 16)
-DECODE_BLOCKS_PER_SM = 3  # the m <= 16 kernel's blocks an SM at 4 bits (168 registers)
+DECODE_BLOCKS_PER_SM = 3  # the m <= 16 kernel's blocks an SM at 4 bits (int4 g128, 2 iterations ahead: 138 registers)
 MAX_SPLIT_SUPERBLOCKS = 40  # the longest K split that _ring_split takes at 16 rows (_one_wave_split leaves such K to it)
 # the 17-64 row 4-bit float-A kernels by block_m: blocks an SM (128 and 168 registers), and the blocks an
 # SM that _busiest_sm_load counts as fast as 1 (a 32-row block multiplies half as much per weight byte)
@@ -413,24 +413,25 @@ def _wide_n_decode(cfg, sms: int) -> bool:
 
 
 def _wider_than_wave_decode(cfg, tiles: int, sms: int) -> bool:
-    """Whether a 16-row grid of 2-, 4- or 8-bit integer or 16-bit weights has more 128-column tiles than
-    the wide-N schedule's wave holds in 2 splits (above 264 tiles, 33.8 K columns, on 132 SMs). matmul_schedule
-    then takes one split: the 3-4 K splits of _decode_split multiplied the blocks, each with a quarter
-    or a third of a tile's K and a fixup, on grids that fill the SMs with one split. Variant 67:
-    0.62-0.91x the time of the 3-4 splits on 9 shapes of 280-1187 tiles in int4 g128, 0.75-0.96x in
-    uint4 g128 zeros, 0.68-0.99x in uint4 g128 and 0.81-0.97x in int2 (3 shapes), 0.80x in int2 x
-    int8 (one shape); nf4 measured 1.15-1.32x slower so on 2 of 3. On 24 grids it was not fitted on
-    (272-2000 tiles): 0.64-1.00x, and int2 1.05x on one. 8- and 16-bit weights (variant 67b, 3 shapes of
-    280-1002 tiles): float16 0.90-0.98x, int8 0.86-1.00x, int8 x int8 0.81-0.98x; on 6 grids not
-    fitted on (272-1188 tiles): 0.83-0.98x."""
+    """Whether a 16-row grid of 2-, 4- or 8-bit integer or 16-bit weights has more 128-column tiles
+    than the wide-N schedule's wave holds in 2 splits (above 264 tiles, 33.8 K columns, on 132 SMs).
+    matmul_schedule then takes one split: the 3-4 K splits of _decode_split multiplied the blocks,
+    each with a quarter or a third of a tile's K and a fixup, on grids that fill the SMs with one.
+    Variant 67: 0.62-0.91x the time of the 3-4 splits on 9 shapes of 280-1187 tiles in int4 g128,
+    0.75-0.96x in uint4 g128 zeros, 0.68-0.99x in uint4 g128 and 0.81-0.97x in int2 (3 shapes),
+    0.80x in int2 x int8 (one shape); nf4 measured 1.15-1.32x slower so on 2 of 3. On 24 grids it was
+    not fitted on (272-2000 tiles): 0.64-1.00x, and int2 1.05x on one. 8- and 16-bit weights (variant
+    67b, 3 shapes of 280-1002 tiles): float16 0.90-0.98x, int8 0.86-1.00x, int8 x int8 0.81-0.98x; on
+    6 grids not fitted on (272-1188 tiles): 0.83-0.98x."""
     fmt = format_of(cfg.W_dtype)
     return (fmt.kind in ("int", "uint") and fmt.bits in (2, 4, 8) or fmt.bits == 16) \
         and 2 * tiles > (DECODE_BLOCKS_PER_SM + 1) * sms
 
 
 def _rounds(tiles: int, sms: int, blocks_per_sm: int) -> int:
-    """Rounds of resident blocks that the busiest SM runs for one block a tile."""
-    return -(-(-(-tiles // sms)) // blocks_per_sm)
+    """Rounds of `blocks_per_sm` resident blocks that the busiest SM runs, one block a tile."""
+    busiest = -(-tiles // sms)
+    return -(-busiest // blocks_per_sm)
 
 
 def _small_m_split(cfg, superblock: int, tiles: int, block_m: int, row_blocks: int, sms: int) -> int:
