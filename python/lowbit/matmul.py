@@ -1,6 +1,7 @@
 """`Matmul`: the low-bit matmul operator of SPEC.md (weight transform, checks, dispatch)."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Optional
 
 import torch
@@ -197,12 +198,17 @@ class Matmul:
     __call__ = forward
 
 
+@dataclass(frozen=True, slots=True)
 class _CheckedCall:
     """What Matmul.forward checked and derived for one set of arguments: A's shape and device, the
     weight tensors given and the operands made of them with their addresses, the row count m, the
     output's shape and the kernel of m."""
-    __slots__ = ("a_shape", "device", "cuda", "given", "weights", "weight_ptrs", "m", "out_shape", "kernel")
-
-    def __init__(self, a_shape, device, cuda, given, weights, weight_ptrs, m, out_shape, kernel):
-        self.a_shape, self.device, self.cuda, self.given = a_shape, device, cuda, given
-        self.weights, self.weight_ptrs, self.m, self.out_shape, self.kernel = weights, weight_ptrs, m, out_shape, kernel
+    a_shape: torch.Size
+    device: torch.device
+    cuda: bool
+    given: tuple
+    weights: list
+    weight_ptrs: list
+    m: int
+    out_shape: tuple
+    kernel: object

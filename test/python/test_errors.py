@@ -675,8 +675,9 @@ def test_decode_wide_n_fits_one_wave():
     """m <= 16 with more column tiles than half a wave: integer weights without zeros take one iteration
     of weights ahead (4 blocks an SM) and 2 splits, one wave, and so do g128 'original' zeros (applied
     before the mma); float16 takes the 2 splits with two iterations ahead; other zeros and decode tables
-    keep the 4 splits; so does an N too wide for one wave either way, and small groups, whose parameters
-    already hold the prefetch to one iteration (no registers to free for a 4th block)."""
+    keep the 4 splits, and so do small groups, whose parameters already hold the prefetch to one
+    iteration (no registers to free for a 4th block); an N too wide for one wave either way takes one
+    split (test_decode_wider_than_wave_split)."""
     from lowbit.compiler.schedule import matmul_schedule
 
     def sched(N, fields, target="sm_90a", K=8192, **overrides):

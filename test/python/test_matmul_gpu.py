@@ -499,7 +499,7 @@ DEFAULT_RULE_CASES = [  # (config fields, N, K, rows run (the first is the bucke
      dict(split_k=1, w_prefetch=1, w_smem=0)),  # 397 tiles: 4 an SM
     (dict(W_dtype="uint4", with_scaling=True, with_zeros=True, group_size=128, with_bias=True), 34000, 4096, (16, 9),
      dict(split_k=1, w_prefetch=2, w_smem=0)),  # 266 tiles, the last partial
-    (dict(W_dtype="float16"), 34000, 1024, (16, 3), dict(split_k=1, w_prefetch=2, w_smem=0)),
+    (dict(W_dtype="float16"), 34000, 1024, (16, 3), dict(split_k=1, w_prefetch=2, w_smem=0)),  # 266 tiles
     # 16 rows: 4-bit long K in 8 splits, 2-bit weights split by 128 k (compiler.schedule._decode_split)
     (dict(W_dtype="uint4", with_scaling=True, with_zeros=True, group_size=128), 4104, 10240, (16, 9),
      dict(split_k=8, w_smem=1)),
